@@ -1,0 +1,324 @@
+"""Run a real Apache Kafka (KRaft mode) on loopback from jars that Maven fetched.
+
+Standard library only, so the Makefile and the test fixtures can use it before the
+project's virtualenv exists. Commands:
+
+    python tools/kafka/localkafka.py fetch                 # jars -> .kafka/libs (Maven)
+    python tools/kafka/localkafka.py start [--brokers 3]   # background, prints bootstrap
+    python tools/kafka/localkafka.py stop
+    python tools/kafka/localkafka.py status
+
+The single-broker mode listens on 127.0.0.1:9092 (the project's default bootstrap);
+``--brokers 3`` starts three combined broker/controller nodes on 9092, 9094 and 9096 with
+replication factor 3, for fault tests. Each broker logs to ``<workdir>/broker-N.log``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+POM = Path(__file__).resolve().with_name("pom.xml")
+LOG4J = Path(__file__).resolve().with_name("log4j2.properties")
+LIBS = Path(os.environ.get("STREAM_APP_KAFKA_LIBS", ROOT / ".kafka" / "libs"))
+DEFAULT_WORKDIR = ROOT / ".kafka" / "run"
+READY_LINE = "Kafka Server started"
+
+
+class KafkaHarnessError(RuntimeError):
+    """The local broker could not be fetched or started; the message says why."""
+
+
+def kafka_version() -> str:
+    text = POM.read_text(encoding="utf-8")
+    start = text.index("<kafka.version>") + len("<kafka.version>")
+    return text[start : text.index("</kafka.version>")]
+
+
+def fetch(libs: Path = LIBS, quiet: bool = True) -> Path:
+    """Assemble the broker's classpath with Maven (cached: a no-op when present)."""
+    marker = libs / f".complete-{kafka_version()}"
+    if marker.exists():
+        return libs
+    if shutil.which("mvn") is None:
+        raise KafkaHarnessError("Maven (mvn) is not on PATH; install it to fetch Kafka")
+    if shutil.which("java") is None:
+        raise KafkaHarnessError("java is not on PATH; Kafka needs a JDK 17+")
+    if libs.exists():
+        shutil.rmtree(libs)
+    libs.mkdir(parents=True)
+    cmd = ["mvn", "-B", "-f", str(POM), "dependency:copy-dependencies",
+           f"-DoutputDirectory={libs}", "-DincludeScope=runtime"]
+    if quiet:
+        cmd.insert(1, "-q")
+    proc = subprocess.run(cmd, capture_output=quiet, text=True, check=False)
+    if proc.returncode != 0:
+        detail = (proc.stdout or "")[-2000:] + (proc.stderr or "")[-2000:]
+        raise KafkaHarnessError(f"mvn failed to fetch Kafka {kafka_version()}:\n{detail}")
+    marker.touch()
+    return libs
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+@dataclass
+class Node:
+    node_id: int
+    port: int
+    controller_port: int
+    log_file: Path
+    data_dir: Path
+    process: subprocess.Popen[bytes] | None = None
+
+
+@dataclass
+class Cluster:
+    """One to three KRaft nodes, each both broker and controller."""
+
+    workdir: Path
+    nodes: list[Node] = field(default_factory=list)
+    started_seconds: float = 0.0
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    @property
+    def log_files(self) -> list[Path]:
+        return [n.log_file for n in self.nodes]
+
+    def tail_logs(self, lines: int = 40) -> str:
+        out = []
+        for path in self.log_files:
+            if path.exists():
+                text = path.read_text(errors="replace").splitlines()[-lines:]
+                out.append(f"--- {path} (last {len(text)} lines)\n" + "\n".join(text))
+        return "\n".join(out)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        for node in self.nodes:
+            if node.process and node.process.poll() is None:
+                node.process.terminate()
+        deadline = time.monotonic() + timeout
+        for node in self.nodes:
+            if node.process is None:
+                continue
+            try:
+                node.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                node.process.kill()
+                node.process.wait()
+
+    def kill_node(self, node_id: int) -> None:
+        """Hard-kill one node (for fault tests)."""
+        for node in self.nodes:
+            if node.node_id == node_id and node.process:
+                node.process.kill()
+                node.process.wait()
+
+
+def _properties(node: Node, nodes: Sequence[Node]) -> str:
+    voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in nodes)
+    rf = min(3, len(nodes))
+    return "\n".join([
+        "process.roles=broker,controller",
+        f"node.id={node.node_id}",
+        f"controller.quorum.voters={voters}",
+        f"listeners=PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
+        f"advertised.listeners=PLAINTEXT://127.0.0.1:{node.port}",
+        "controller.listener.names=CONTROLLER",
+        "inter.broker.listener.name=PLAINTEXT",
+        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        f"log.dirs={node.data_dir}",
+        f"offsets.topic.replication.factor={rf}",
+        f"transaction.state.log.replication.factor={rf}",
+        f"transaction.state.log.min.isr={min(2, rf)}",
+        f"default.replication.factor={rf}",
+        f"min.insync.replicas={min(2, rf)}",
+        "offsets.topic.num.partitions=4",
+        "num.partitions=4",
+        "auto.create.topics.enable=true",
+        "group.initial.rebalance.delay.ms=0",
+        "log.retention.hours=168",
+        "",
+    ])
+
+
+def start(
+    workdir: Path = DEFAULT_WORKDIR,
+    brokers: int = 1,
+    base_port: int | None = None,
+    timeout: float = 90.0,
+    heap: str = "384m",
+) -> Cluster:
+    """Format fresh storage and start ``brokers`` nodes; returns once all are ready."""
+    if brokers not in (1, 3):
+        raise KafkaHarnessError("brokers must be 1 or 3")
+    libs = fetch()
+    java = shutil.which("java")
+    assert java is not None  # checked by fetch()
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    nodes = []
+    for i in range(brokers):
+        if base_port is None:
+            port, cport = free_port(), free_port()
+        else:
+            port, cport = base_port + 2 * i, base_port + 2 * i + 1
+            for p in (port, cport):
+                if port_open(p):
+                    raise KafkaHarnessError(f"port {p} is already in use (another Kafka?)")
+        nodes.append(Node(i + 1, port, cport, workdir / f"broker-{i + 1}.log",
+                          workdir / f"data-{i + 1}"))
+    cluster = Cluster(workdir, nodes)
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    classpath = f"{libs}/*"
+    jvm = [java, f"-Xmx{heap}", "-Xms128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+           "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={LOG4J}", "-cp", classpath]
+    t0 = time.monotonic()
+    for node in nodes:
+        props = workdir / f"server-{node.node_id}.properties"
+        props.write_text(_properties(node, nodes), encoding="utf-8")
+        fmt = subprocess.run(
+            [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+            capture_output=True, text=True, check=False,
+        )
+        if fmt.returncode != 0:
+            raise KafkaHarnessError(f"storage format failed:\n{fmt.stdout}\n{fmt.stderr}")
+    for node in nodes:
+        props = workdir / f"server-{node.node_id}.properties"
+        with node.log_file.open("wb") as log:
+            node.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+                [*jvm, "kafka.Kafka", str(props)], stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+    try:
+        _wait_ready(cluster, t0 + timeout)
+    except BaseException:
+        cluster.stop()
+        raise
+    cluster.started_seconds = time.monotonic() - t0
+    return cluster
+
+
+def _wait_ready(cluster: Cluster, deadline: float) -> None:
+    pending = list(cluster.nodes)
+    while pending:
+        for node in list(pending):
+            assert node.process is not None
+            if node.process.poll() is not None:
+                raise KafkaHarnessError(
+                    f"broker {node.node_id} exited with {node.process.returncode}; "
+                    f"log: {node.log_file}\n{cluster.tail_logs()}")
+            text = node.log_file.read_text(errors="replace") if node.log_file.exists() else ""
+            if READY_LINE in text and port_open(node.port):
+                pending.remove(node)
+        if time.monotonic() > deadline:
+            raise KafkaHarnessError(
+                f"Kafka not ready before the timeout; logs: {cluster.log_files}\n"
+                f"{cluster.tail_logs()}")
+        time.sleep(0.2)
+
+
+# --- background mode for `make kafka` -------------------------------------------------
+
+def _pidfile(workdir: Path) -> Path:
+    return workdir / "pids"
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    workdir = Path(args.workdir)
+    if _running_pids(workdir):
+        print(f"Kafka already running (pids in {_pidfile(workdir)}); `make kafka-stop` first")
+        return 1
+    cluster = start(workdir, brokers=args.brokers, base_port=args.port, timeout=args.timeout)
+    pids = [str(n.process.pid) for n in cluster.nodes if n.process]
+    _pidfile(workdir).write_text("\n".join(pids) + "\n")
+    print(f"Apache Kafka {kafka_version()} (KRaft) ready in {cluster.started_seconds:.1f}s")
+    print(f"KAFKA_BOOTSTRAP_SERVERS={cluster.bootstrap}")
+    print(f"logs: {', '.join(str(p) for p in cluster.log_files)}")
+    return 0
+
+
+def _running_pids(workdir: Path) -> list[int]:
+    path = _pidfile(workdir)
+    if not path.exists():
+        return []
+    alive = []
+    for line in path.read_text().split():
+        try:
+            os.kill(int(line), 0)
+            alive.append(int(line))
+        except (ProcessLookupError, ValueError):
+            continue
+    return alive
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    workdir = Path(args.workdir)
+    pids = _running_pids(workdir)
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while _running_pids(workdir) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in _running_pids(workdir):
+        os.kill(pid, signal.SIGKILL)
+    _pidfile(workdir).unlink(missing_ok=True)
+    print(f"stopped {len(pids)} broker(s)" if pids else "no local Kafka running")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    pids = _running_pids(Path(args.workdir))
+    print(f"running: {pids}" if pids else "not running")
+    return 0 if pids else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("fetch", help="download the broker jars with Maven")
+    p_start = sub.add_parser("start", help="start in the background")
+    p_start.add_argument("--brokers", type=int, default=1, choices=(1, 3))
+    p_start.add_argument("--port", type=int, default=9092, help="first listener port")
+    p_start.add_argument("--timeout", type=float, default=120.0)
+    for name in ("start", "stop", "status"):
+        target = p_start if name == "start" else sub.add_parser(name)
+        target.add_argument("--workdir", default=str(DEFAULT_WORKDIR))
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "fetch":
+            print(f"Kafka {kafka_version()} jars in {fetch(quiet=False)}")
+            return 0
+        return {"start": cmd_start, "stop": cmd_stop, "status": cmd_status}[args.cmd](args)
+    except KafkaHarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
