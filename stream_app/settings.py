@@ -1,0 +1,180 @@
+"""One frozen Settings object, built once at the entry point and passed down."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from stream_app.errors import ConfigError
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``30d``, ``12h``, ``15m``, ``45s``, ``2w`` or a plain number of seconds.
+
+    >>> parse_duration("30d"), parse_duration("90"), parse_duration(1.5)
+    (2592000.0, 90.0, 1.5)
+    """
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or e.g. '30d', '12h', '15m'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    else:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 30d, 12h, 15m, 45s or seconds)")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+def _duration_list(value: object) -> tuple[float, ...]:
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v.strip()]
+    if not isinstance(value, list | tuple):
+        raise ValueError("expected a comma-separated list of durations, e.g. 1d,3d,7d")
+    return tuple(sorted(parse_duration(v) for v in value))
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+DurationList = Annotated[tuple[float, ...], BeforeValidator(_duration_list)]
+
+
+class Settings(BaseSettings):
+    """Every knob of the engine and the worker. Environment: ``STREAM_APP_<NAME>``.
+
+    ``KAFKA_BOOTSTRAP_SERVERS`` is read without the prefix because it is the name every
+    Kafka tool already uses.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAM_APP_",
+        frozen=True,
+        extra="ignore",
+        env_parse_none_str="",
+    )
+
+    # --- Kafka and Faust ------------------------------------------------------------
+    kafka_bootstrap_servers: str = Field(
+        default="localhost:9092",
+        validation_alias=AliasChoices(
+            "KAFKA_BOOTSTRAP_SERVERS",
+            "STREAM_APP_KAFKA_BOOTSTRAP_SERVERS",
+            "kafka_bootstrap_servers",
+        ),
+        description="Comma-separated host:port list of Kafka brokers.",
+    )
+    app_id: str = Field("churn-stream", min_length=1, description="Faust app id = consumer group.")
+    topic_partitions: int = Field(8, ge=1, le=1024, description="Partitions of input/state topics.")
+    topic_replication: int = Field(1, ge=1, le=7, description="Replication of topics created.")
+    topic_clickstream: str = "clickstream"
+    topic_dlq: str = "clickstream.dlq"
+    store: str = Field("memory://", description="Faust table store URL (memory:// or rocksdb://).")
+    data_dir: str = Field("./stream-app-data", description="Faust data directory.")
+    web_host: str = Field("127.0.0.1", description="Bind address of the HTTP server.")
+    web_port: int = Field(6066, ge=1, le=65535, description="Port of /metrics and the API.")
+    api_token: SecretStr | None = Field(
+        None,
+        description="If set, user-data endpoints require 'Authorization: Bearer <token>'.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # --- Ingest -----------------------------------------------------------------------
+    max_message_bytes: int = Field(65536, ge=256, description="Larger messages are dead letters.")
+    max_future_skew: Duration = Field(
+        3600.0, description="Events further ahead of the wall clock than this are dead letters."
+    )
+    allowed_lateness: Duration = Field(
+        3600.0,
+        description="Watermark = stream time - this; "
+        "events older than the watermark are dead letters.",
+    )
+    dedup_capacity: int = Field(64, ge=8, le=10_000, description="event_ids remembered per user.")
+    dlq_payload_bytes: int = Field(4096, ge=0, description="Original bytes kept in a dead letter.")
+
+    # --- Engine -----------------------------------------------------------------------
+    half_lives: DurationList = Field(
+        (86400.0, 604800.0, 2592000.0), description="Half-lives of decayed counters (1d,7d,30d)."
+    )
+    session_gap: Duration = Field(1800.0, gt=0, description="Inactivity that ends a session.")
+    score_min_interval: Duration = Field(
+        1800.0, description="Rescore a user on an ordinary event at most this often (event time)."
+    )
+    rescore_after: DurationList = Field(
+        (86400.0, 3 * 86400.0, 7 * 86400.0, 14 * 86400.0, 21 * 86400.0),
+        description="Silence deadlines after last activity.",
+    )
+    horizon: Duration = Field(30 * 86400.0, gt=0, description="Churn label horizon H.")
+    label_activity: Literal["session", "purchase"] = Field(
+        "session", description="What counts as coming back: a new session, or a purchase."
+    )
+    label_release: Literal["horizon", "activity"] = Field(
+        "horizon",
+        description="Release training examples at scored_at + horizon (unbiased) "
+        "or as soon as their label is known.",
+    )
+    snapshot_interval: Duration = Field(
+        7 * 86400.0, gt=0, description="At most one training example per user per this interval."
+    )
+    eval_warmup: Duration = Field(
+        30 * 86400.0,
+        description="Offline evaluation: no labels from the file's first this much event time.",
+    )
+    learning_rate: float = Field(0.005, gt=0, le=10)
+    l2: float = Field(1e-4, ge=0, le=10)
+    min_labels_ready: int = Field(
+        500, ge=0, description="Labels before the model replaces the cold-start prior."
+    )
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _check_bootstrap(cls, value: str) -> str:
+        for part in value.split(","):
+            host, sep, port = part.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        if not self.half_lives:
+            raise ValueError("half_lives must list at least one duration")
+        if self.rescore_after and self.rescore_after[-1] >= self.horizon + 86400 * 365:
+            raise ValueError("rescore_after deadlines must be within a year past the horizon")
+        return self
+
+    @property
+    def bootstrap_url(self) -> str:
+        """Faust's broker URL form: kafka://host:port;host:port."""
+        return ";".join(f"kafka://{h.strip()}" for h in self.kafka_bootstrap_servers.split(","))
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build Settings from the environment (plus overrides); a bad value raises ConfigError
+    naming the setting and the environment variable that holds it."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]) or "settings"
+            env = (
+                "KAFKA_BOOTSTRAP_SERVERS"
+                if name == "kafka_bootstrap_servers"
+                else f"STREAM_APP_{name.upper()}"
+            )
+            lines.append(f"invalid setting {name} ({env}): {err['msg']}")
+        raise ConfigError("\n".join(lines)) from None
