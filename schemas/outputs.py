@@ -1,0 +1,121 @@
+"""Pydantic models of everything the system emits: dead letters, training examples,
+model snapshots, decisions and interventions."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+DeadLetterReason = Literal[
+    "too_large",  # message over max_message_bytes
+    "invalid_utf8",  # bytes are not UTF-8
+    "invalid_json",  # not parseable JSON (incl. NaN/Infinity literals)
+    "not_an_object",  # JSON, but not an object
+    "missing_field",  # a required field is absent
+    "invalid_field",  # a field breaks its rule (type, length, range, pattern)
+    "unknown_event_type",  # event_type not in the contract
+    "unsupported_version",  # v is not 1
+    "naive_timestamp",  # ts without offset
+    "future_timestamp",  # ts beyond max_future_skew past the wall clock
+    "late_event",  # ts older than the partition watermark
+]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DeadLetter(_Out):
+    """A message that could not be applied, with the rule it broke and where it came from."""
+
+    v: Literal[1] = 1
+    reason: DeadLetterReason
+    field: str | None = Field(None, description="Offending field (dotted path), if any.")
+    detail: str = Field(description="Human-readable explanation.")
+    source_topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    key: str | None = Field(None, description="Message key (UTF-8, invalid bytes replaced).")
+    payload: str = Field(
+        description="Original bytes, UTF-8 with invalid bytes replaced, "
+        "truncated to dlq_payload_bytes."
+    )
+    payload_size: int = Field(ge=0, description="Size of the original message in bytes.")
+    truncated: bool = False
+    received_at: AwareDatetime
+    event_id: str | None = None
+    user_id: str | None = None
+
+
+class TrainingExample(_Out):
+    """A resolved label: the features and score at scoring time, and what happened next."""
+
+    v: Literal[1] = 1
+    example_id: str = Field(description="Deterministic: user_id + scoring time.")
+    user_id: str
+    scored_at: AwareDatetime
+    resolved_at: AwareDatetime
+    label: Literal[0, 1] = Field(description="1 = churned (no activity within the horizon).")
+    p: Probability = Field(description="Churn probability stored at scoring time.")
+    features: dict[str, FiniteFloat]
+    treated: bool = False
+    model_version: int = Field(ge=0)
+
+
+class ScalerState(_Out):
+    n: dict[str, FiniteFloat]
+    mean: dict[str, FiniteFloat]
+    var: dict[str, Annotated[float, Field(ge=0.0, allow_inf_nan=False)]]
+
+
+class ModelSnapshot(_Out):
+    """The learner's model as data (never pickle): enough to score exactly as it does."""
+
+    v: Literal[1] = 1
+    version: int = Field(ge=0)
+    created_at: AwareDatetime
+    feature_schema: str = Field(description="Hash of the ordered feature names.")
+    features: list[str]
+    weights: dict[str, FiniteFloat]
+    intercept: FiniteFloat
+    scaler: ScalerState
+    n_labels: int = Field(ge=0)
+    ready: bool = Field(description="False while the cold-start prior still scores.")
+    trained_through: dict[str, int] = Field(
+        default_factory=dict, description="Training topic partition -> offset."
+    )
+    metrics: dict[str, FiniteFloat] = Field(default_factory=dict)
+
+
+class Decision(_Out):
+    """Audit record of one policy decision (treatment and holdout alike)."""
+
+    v: Literal[1] = 1
+    decision_id: str
+    user_id: str
+    ts: AwareDatetime
+    p: Probability
+    tier: str
+    action: str | None
+    holdout: bool
+    reasons: list[str]
+    model_version: int = Field(ge=0)
+
+
+class Intervention(_Out):
+    """What a CRM or messaging system acts on. intervention_id is deterministic: dedupe on it."""
+
+    v: Literal[1] = 1
+    intervention_id: str
+    user_id: str
+    ts: AwareDatetime
+    action: Literal["coupon", "cart_reminder", "outreach", "recommendations", "win_back"]
+    p: Probability
+    tier: str
+    reasons: list[str]
+    categories: list[str] = Field(default_factory=list)
+    model_version: int = Field(ge=0)
