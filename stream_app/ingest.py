@@ -1,0 +1,160 @@
+"""Decoding at the edge: bytes -> a valid event, or a dead letter naming the broken rule."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from schemas.events import EVENT_ADAPTER, EVENT_TYPES, Event
+from schemas.outputs import DeadLetter, DeadLetterReason
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a message came from: topic/partition/offset, or a file and line number."""
+
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    key: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a message was refused; becomes a DeadLetter when it has to leave the process."""
+
+    reason: DeadLetterReason
+    field: str | None
+    detail: str
+
+
+@dataclass(slots=True)
+class Decoded:
+    """Exactly one of ``event`` and ``rejection`` is set."""
+
+    event: Event | None
+    rejection: Rejection | None
+    unknown_fields: tuple[str, ...] = ()
+    ts: float = 0.0  # event.ts as POSIX seconds (computed once: it is not free)
+
+
+_TAGS = frozenset(EVENT_TYPES)
+
+
+def _rejection_from(exc: ValidationError) -> Rejection:
+    """Map pydantic's first error onto the contract's reason codes."""
+    err = exc.errors(include_url=False)[0]
+    etype = err["type"]
+    loc = [str(p) for p in err["loc"]]
+    if loc and loc[0] in _TAGS:  # the discriminated union prefixes the member's tag
+        loc = loc[1:]
+    field = ".".join(loc) or None
+    msg = err["msg"]
+    if etype == "json_invalid":
+        return Rejection("invalid_json", None, msg)
+    if etype in ("dict_type", "model_type", "model_attributes_type") and not loc:
+        return Rejection("not_an_object", None, "an event must be a JSON object")
+    if etype == "union_tag_not_found":
+        return Rejection("missing_field", "event_type", "event_type is required")
+    if etype == "union_tag_invalid":
+        return Rejection(
+            "unknown_event_type",
+            "event_type",
+            f"event_type must be one of: {', '.join(EVENT_TYPES)}",
+        )
+    if field == "v":
+        return Rejection("unsupported_version", "v", "only schema version v=1 is accepted")
+    if etype == "timezone_aware":
+        return Rejection("naive_timestamp", field, "timestamp needs an offset or Z (RFC 3339)")
+    if etype == "missing":
+        return Rejection("missing_field", field, f"{field} is required")
+    return Rejection("invalid_field", field, msg)
+
+
+class Decoder:
+    """Turns raw message bytes into events. Never raises on bad input.
+
+    >>> d = Decoder(max_bytes=1024, max_future_skew=3600, clock=lambda: 1.9e9)
+    >>> d.decode(b'{"event_id":"e1","user_id":"u1","event_type":"purchase",'
+    ...          b'"ts":"2026-01-05T12:00:00Z","revenue":42.0}').event.revenue
+    42.0
+    >>> d.decode(b'{"event_id":"e1"}').rejection.reason
+    'missing_field'
+    """
+
+    def __init__(self, max_bytes: int, max_future_skew: float, clock: Clock) -> None:
+        self.max_bytes = max_bytes
+        self.max_future_skew = max_future_skew
+        self.clock = clock
+
+    def decode(self, raw: bytes) -> Decoded:
+        if len(raw) > self.max_bytes:
+            return Decoded(
+                None,
+                Rejection(
+                    "too_large", None, f"message is {len(raw)} bytes, limit {self.max_bytes}"
+                ),
+            )
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return Decoded(None, Rejection("invalid_utf8", None, f"not UTF-8 at byte {exc.start}"))
+        try:
+            event = EVENT_ADAPTER.validate_json(text)
+        except ValidationError as exc:
+            return Decoded(None, _rejection_from(exc))
+        ts = event.ts.timestamp()
+        if ts > self.clock() + self.max_future_skew:
+            return Decoded(
+                None,
+                Rejection(
+                    "future_timestamp",
+                    "ts",
+                    f"ts is more than {self.max_future_skew:.0f}s ahead of the wall clock",
+                ),
+            )
+        extra = event.model_extra
+        return Decoded(event, None, tuple(extra) if extra else (), ts)
+
+
+def dead_letter(
+    raw: bytes,
+    rejection: Rejection,
+    source: Source,
+    keep_bytes: int,
+    received_at: float,
+    event: Event | None = None,
+    hints: dict[str, Any] | None = None,
+) -> DeadLetter:
+    """Build the dead letter for a refused message, keeping a bounded copy of its bytes."""
+    kept = raw[:keep_bytes]
+    user_id = event.user_id if event is not None else None
+    event_id = event.event_id if event is not None else None
+    if hints:
+        user_id = user_id or _str_or_none(hints.get("user_id"))
+        event_id = event_id or _str_or_none(hints.get("event_id"))
+    return DeadLetter(
+        reason=rejection.reason,
+        field=rejection.field,
+        detail=rejection.detail,
+        source_topic=source.topic,
+        partition=source.partition,
+        offset=source.offset,
+        key=source.key.decode("utf-8", "replace")[:256] if source.key is not None else None,
+        payload=kept.decode("utf-8", "replace"),
+        payload_size=len(raw),
+        truncated=len(raw) > keep_bytes,
+        received_at=datetime.fromtimestamp(received_at, tz=UTC),
+        event_id=event_id,
+        user_id=user_id,
+    )
+
+
+def _str_or_none(value: object) -> str | None:
+    return value[:128] if isinstance(value, str) else None
