@@ -1,0 +1,205 @@
+"""The engine both drivers run: dedup, features, event-time timers, scoring, labels.
+
+``Engine.process`` takes one validated event and a mutable mapping of user states (a dict
+offline, a Faust table live) and returns what happened. All of a user's timers that fall
+before one of their own events are fired first, in time order, so a user's labels and scores
+depend only on that user's events and the model in use, not on how fast the watermark moves.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from schemas.events import Event
+from stream_app.core.features import FeatureSpace, UserState, event_hash
+from stream_app.core.labels import Label, LabelBook
+from stream_app.core.model import ColdStartPrior, Scorer
+from stream_app.core.timers import PartitionClock
+
+# Events that change a user's risk enough to rescore at once, even inside a session.
+SIGNAL_TYPES = frozenset({"purchase", "return", "support_contact", "review"})
+
+Status = Literal["applied", "duplicate", "late"]
+Trigger = Literal["event", "silence"]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    half_lives: Sequence[float] = (86400.0, 604800.0, 2592000.0)
+    session_gap: float = 1800.0
+    score_min_interval: float = 1800.0
+    rescore_after: Sequence[float] = (86400.0, 259200.0, 604800.0, 1209600.0, 1814400.0)
+    horizon: float = 30 * 86400.0
+    label_activity: Literal["session", "purchase"] = "session"
+    snapshot_interval: float = 7 * 86400.0
+    allowed_lateness: float = 3600.0
+    dedup_capacity: int = 64
+    label_release: Literal["horizon", "activity"] = "horizon"
+
+    @classmethod
+    def from_settings(cls, s: Any) -> EngineConfig:
+        return cls(
+            half_lives=tuple(s.half_lives),
+            session_gap=s.session_gap,
+            score_min_interval=s.score_min_interval,
+            rescore_after=tuple(s.rescore_after),
+            horizon=s.horizon,
+            label_activity=s.label_activity,
+            snapshot_interval=s.snapshot_interval,
+            allowed_lateness=s.allowed_lateness,
+            dedup_capacity=s.dedup_capacity,
+            label_release=s.label_release,
+        )
+
+
+@dataclass(slots=True)
+class Score:
+    user_id: str
+    ts: float
+    p: float
+    trigger: Trigger
+    model_version: int
+    features: list[float]  # in Engine.space.names order
+
+
+@dataclass(slots=True)
+class StepResult:
+    status: Status = "applied"
+    scores: list[Score] = field(default_factory=list)
+    labels: list[Label] = field(default_factory=list)
+
+
+class Engine:
+    """Stateless apart from the scorer: state lives in the store and the PartitionClock."""
+
+    def __init__(self, config: EngineConfig, scorer: Scorer | None = None) -> None:
+        self.config = config
+        self.space = FeatureSpace(config.half_lives, config.session_gap, config.dedup_capacity)
+        self.labels = LabelBook(
+            config.horizon, config.snapshot_interval, self.space.names, config.label_release
+        )
+        self.scorer: Scorer = scorer or ColdStartPrior(self.space.names)
+        self._rescore = tuple(sorted(config.rescore_after))
+        self._purchase_only = config.label_activity == "purchase"
+        # No training snapshots before this event time. The offline driver sets it to the
+        # file's first event + warm-up, so that labels come from users whose features had
+        # time to fill (everyone looks brand new on the first day of a log).
+        self.labels_from = -math.inf
+
+    def new_clock(self) -> PartitionClock:
+        return PartitionClock(self.config.allowed_lateness)
+
+    # --- events -----------------------------------------------------------------------
+    def process(
+        self,
+        store: MutableMapping[str, UserState],
+        clock: PartitionClock,
+        event: Event,
+        ts: float | None = None,
+    ) -> StepResult:
+        """Apply one event; ``ts`` is ``event.ts`` as POSIX seconds if the caller has it."""
+        if ts is None:
+            ts = event.ts.timestamp()
+        result = StepResult()
+        if clock.is_late(ts):
+            result.status = "late"
+            return result
+        clock.observe(ts)
+        uid = event.user_id
+        state = store.get(uid)
+        if state is None:
+            state = self.space.new_state(uid)
+        h_id = event_hash(event.event_id)
+        if state.seen(h_id):
+            result.status = "duplicate"
+            return result
+        in_order = not ts < state.last_ts  # NaN (new user) counts as in order
+        if in_order and state.due < ts:
+            self._fire(state, ts, result)
+        new_session = state.apply(event, ts, h_id, self.space)
+        if in_order:
+            state.rescore_idx = 0
+            qualifying = event.event_type == "purchase" if self._purchase_only else new_session
+            if qualifying:
+                result.labels += self.labels.resolve_activity(state, ts)
+            last = state.last_scored_ts
+            if (
+                math.isnan(last)
+                or ts - last >= self.config.score_min_interval
+                or event.event_type in SIGNAL_TYPES
+            ):
+                self._score(state, ts, "event", result)
+        state.due = self.next_deadline(state)
+        store[uid] = state
+        clock.schedule(uid, state.due)
+        return result
+
+    # --- timers -----------------------------------------------------------------------
+    def advance(
+        self, store: MutableMapping[str, UserState], clock: PartitionClock
+    ) -> StepResult | None:
+        """Fire every deadline strictly before the watermark (silent users); None when
+        nothing was due (the common case, kept cheap)."""
+        if not clock.has_due():
+            return None
+        result = StepResult()
+        wm = clock.watermark
+        for uid in clock.pop_due():
+            state = store.get(uid)
+            if state is None:
+                continue
+            n_scores, n_labels = len(result.scores), len(result.labels)
+            self._fire(state, wm, result)
+            state.due = self.next_deadline(state)
+            if len(result.scores) != n_scores or len(result.labels) != n_labels:
+                store[uid] = state
+            clock.schedule(uid, state.due)
+        return result
+
+    def rebuild(self, store: MutableMapping[str, UserState], clock: PartitionClock) -> int:
+        """Re-derive the deadline index from the table (on partition assignment)."""
+        clock.reset()
+        for uid, state in store.items():
+            clock.observe(state.last_ts)
+            state.due = self.next_deadline(state)
+            clock.schedule(uid, state.due)
+        return len(clock)
+
+    def next_deadline(self, state: UserState) -> float:
+        return min(self._rescore_deadline(state), self.labels.next_deadline(state))
+
+    def _rescore_deadline(self, state: UserState) -> float:
+        i = state.rescore_idx
+        return state.last_ts + self._rescore[i] if i < len(self._rescore) else math.inf
+
+    def _fire(self, state: UserState, until: float, result: StepResult) -> None:
+        """Fire this user's deadlines strictly before ``until``, in time order."""
+        while True:
+            d_r = self._rescore_deadline(state)
+            d_l = self.labels.next_deadline(state)
+            if not min(d_r, d_l) < until:
+                return
+            if d_l <= d_r:
+                result.labels += self.labels.resolve_expired(state, d_l)
+            else:
+                state.rescore_idx += 1
+                self._score(state, d_r, "silence", result)
+
+    # --- scoring ----------------------------------------------------------------------
+    def _score(self, state: UserState, at: float, trigger: Trigger, result: StepResult) -> None:
+        vec = state.vector(at, self.space)
+        scorer = self.scorer
+        p = scorer.score(vec)
+        state.last_scored_ts = at
+        state.last_p = p
+        if at >= self.labels_from:
+            self.labels.maybe_snapshot(state, at, p, vec, False, scorer.version)
+        result.scores.append(Score(state.user_id, at, p, trigger, scorer.version, vec))
+
+    def score_now(self, state: UserState, at: float) -> tuple[float, list[str]]:
+        """Score a user as of ``at`` without touching state (audience export, HTTP view)."""
+        vec = state.vector(at, self.space)
+        return self.scorer.score(vec), self.scorer.reasons(vec)

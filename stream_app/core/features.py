@@ -1,0 +1,355 @@
+"""Per-user state and behavioural features, in constant memory per user.
+
+Decayed counters use a fixed *anchor* time A per user: an event of weight w at time t adds
+``w * 2**((t - A) / h)`` to the stored sum; reading at time s multiplies by
+``2**(-(s - A) / h)``. That equals the exponentially decayed count ``sum w_i 2**(-(s-t_i)/h)``
+for any arrival order, so out-of-order events are exact and an update touches only the
+counters of the event's type (no decay pass over every counter). The anchor is moved forward
+before the stored sums could overflow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from array import array
+from collections.abc import Sequence
+from typing import Any
+
+from schemas.events import EVENT_TYPES, Event, ReviewEvent
+
+DAY = 86400.0
+LN2 = math.log(2.0)
+
+PLURALS: dict[str, str] = {
+    "session_start": "session_starts",
+    "page_view": "page_views",
+    "product_view": "product_views",
+    "search": "searches",
+    "add_to_cart": "cart_adds",
+    "remove_from_cart": "cart_removes",
+    "checkout_start": "checkouts",
+    "purchase": "purchases",
+    "review": "reviews",
+    "support_contact": "support_contacts",
+    "return": "returns",
+}
+TYPE_INDEX: dict[str, int] = {t: i for i, t in enumerate(EVENT_TYPES)}
+N_TYPES = len(EVENT_TYPES)
+REVENUE = N_TYPES  # slot of the decayed revenue sum
+SESSIONS = N_TYPES + 1  # slot of the decayed (gap-based) session count
+N_SLOTS = N_TYPES + 2
+_PURCHASE = TYPE_INDEX["purchase"]
+_CART_ADD = TYPE_INDEX["add_to_cart"]
+_RETURN = TYPE_INDEX["return"]
+TOP_CATEGORIES = 8
+_REANCHOR = 600.0  # re-anchor before 2**(dt/h) exceeds 2**600 (float max is ~2**1024)
+
+
+def half_life_label(seconds: float) -> str:
+    """``86400 -> '1d'``, ``43200 -> '12h'``: the suffix of feature names."""
+    for unit, size in (("d", DAY), ("h", 3600.0), ("m", 60.0)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def feature_names(half_lives: Sequence[float]) -> list[str]:
+    """The stable, ordered feature names for these half-lives (see docs/features.md)."""
+    names: list[str] = []
+    for h in half_lives:
+        lab = half_life_label(h)
+        names += [f"{PLURALS[t]}_{lab}" for t in EVENT_TYPES]  # slot order
+        names += [f"revenue_{lab}", f"sessions_{lab}"]  # slots REVENUE, SESSIONS
+    names += [
+        "days_since_last_event",
+        "log_days_since_last_event",
+        "days_since_last_purchase",
+        "has_purchased",
+        "tenure_days",
+        "log_sessions_total",
+        "log_purchases_total",
+        "silence_vs_usual_gap",
+        "events_per_session",
+        "cart_abandonment",
+        "activity_trend",
+        "rating_mean",
+        "return_ratio",
+        "distinct_categories",
+    ]
+    return names
+
+
+def schema_hash(names: Sequence[str]) -> str:
+    """Short hash of the ordered feature names: a snapshot only loads into the same space."""
+    return hashlib.sha256(",".join(names).encode()).hexdigest()[:16]
+
+
+class FeatureSpace:
+    """The fixed configuration of features: half-lives, session gap, precomputed names."""
+
+    def __init__(
+        self, half_lives: Sequence[float], session_gap: float = 1800.0, dedup_capacity: int = 64
+    ) -> None:
+        if not half_lives:
+            raise ValueError("at least one half-life is needed")
+        self.half_lives = tuple(float(h) for h in half_lives)
+        self.inv = tuple(1.0 / h for h in self.half_lives)
+        self.session_gap = float(session_gap)
+        self.dedup_capacity = dedup_capacity
+        self.names = feature_names(self.half_lives)
+        self.schema = schema_hash(self.names)
+
+    def new_state(self, user_id: str) -> UserState:
+        return UserState(user_id, len(self.half_lives), self.dedup_capacity)
+
+
+_EMPTY_SLOT = bytes(8)
+
+
+def event_hash(event_id: str) -> bytes:
+    """Stable 8-byte digest of an event id for dedup (Python's hash() is salted per
+    process, so it could not survive a restart)."""
+    h = hashlib.blake2b(event_id.encode(), digest_size=8).digest()
+    return h if h != _EMPTY_SLOT else b"\x00" * 7 + b"\x01"  # all-zero marks an empty slot
+
+
+class UserState:
+    """Everything kept about one user. ``apply`` is O(#half-lives); memory is bounded."""
+
+    __slots__ = (
+        "user_id",
+        "anchor",
+        "sums",
+        "first_ts",
+        "last_ts",
+        "last_purchase_ts",
+        "sessions_total",
+        "events_total",
+        "recent_pos",
+        "due",
+        "purchases_total",
+        "rating_sum",
+        "rating_n",
+        "categories",
+        "recent",
+        "last_scored_ts",
+        "last_p",
+        "rescore_idx",
+        "pending",
+        "last_snapshot_ts",
+        "extra",
+    )
+
+    def __init__(self, user_id: str, n_half_lives: int, dedup_capacity: int = 64) -> None:
+        self.user_id = user_id
+        self.anchor = 0.0
+        self.sums: list[list[float]] = [[0.0] * N_SLOTS for _ in range(n_half_lives)]
+        self.first_ts = math.nan
+        self.last_ts = math.nan
+        self.last_purchase_ts = math.nan
+        self.sessions_total = 0
+        self.events_total = 0
+        self.purchases_total = 0
+        self.rating_sum = 0.0
+        self.rating_n = 0
+        self.categories: dict[str, float] = {}
+        # Ring of recent event-id digests, 8 bytes each: 512 bytes for 64 ids, and
+        # membership is one C-level substring search.
+        self.recent = bytearray(8 * dedup_capacity)
+        self.recent_pos = 0
+        self.due = math.inf  # cached next event-time deadline (set by the engine)
+        self.last_scored_ts = math.nan
+        self.last_p = math.nan
+        self.rescore_idx = 0
+        # Pending training snapshots (see labels.py):
+        # [scored_at, p, array("d") features, treated, model_version, label, resolved_at]
+        self.pending: list[list[Any]] = []
+        self.last_snapshot_ts = math.nan
+        self.extra: dict[str, Any] = {}  # room for later modules (policy state)
+
+    # --- dedup ------------------------------------------------------------------------
+    def seen(self, digest: bytes) -> bool:
+        buf = self.recent
+        i = buf.find(digest)
+        while i != -1 and i % 8:  # a match straddling two slots is not a match
+            i = buf.find(digest, i + 1)
+        return i != -1
+
+    def remember(self, digest: bytes) -> None:
+        pos = self.recent_pos
+        self.recent[pos : pos + 8] = digest
+        self.recent_pos = (pos + 8) % len(self.recent)
+
+    # --- updates ----------------------------------------------------------------------
+    def apply(self, event: Event, ts: float, h_id: bytes, space: FeatureSpace) -> bool:
+        """Fold one event in; returns True when it starts a new (gap-based) session."""
+        inv_half_lives = space.inv
+        self.remember(h_id)
+        if self.events_total == 0:
+            self.anchor = ts
+            self.first_ts = self.last_ts = ts
+            new_session = True
+        else:
+            new_session = ts - self.last_ts >= space.session_gap
+            if ts > self.last_ts:
+                self.last_ts = ts
+            elif ts < self.first_ts:
+                self.first_ts = ts
+            if (ts - self.anchor) * inv_half_lives[0] > _REANCHOR:
+                self._reanchor(ts, inv_half_lives)
+        self.events_total += 1
+        slot = TYPE_INDEX[event.event_type]
+        revenue = event.revenue or 0.0
+        if slot == _RETURN:
+            revenue = 0.0  # returns are counted, not added to revenue
+        for k, inv_h in enumerate(inv_half_lives):
+            g = 2.0 ** ((ts - self.anchor) * inv_h)
+            row = self.sums[k]
+            row[slot] += g
+            if revenue:
+                row[REVENUE] += revenue * g
+            if new_session:
+                row[SESSIONS] += g
+        if new_session:
+            self.sessions_total += 1
+        if slot == _PURCHASE:
+            self.purchases_total += 1
+            if not ts <= self.last_purchase_ts:  # also true when NaN (never purchased)
+                self.last_purchase_ts = ts
+        if isinstance(event, ReviewEvent):
+            self.rating_sum += event.rating
+            self.rating_n += 1
+        if event.category:
+            self._touch_category(event.category)
+        return new_session
+
+    def _reanchor(self, ts: float, inv_half_lives: Sequence[float]) -> None:
+        for k, inv_h in enumerate(inv_half_lives):
+            f = 2.0 ** (-(ts - self.anchor) * inv_h)
+            self.sums[k] = [v * f for v in self.sums[k]]
+        self.anchor = ts
+
+    def _touch_category(self, category: str) -> None:
+        cats = self.categories
+        if category in cats or len(cats) < TOP_CATEGORIES:
+            cats[category] = cats.get(category, 0.0) + 1.0
+            return
+        # Bounded "space-saving" top-k: replace the weakest, inheriting its count.
+        weakest = min(cats, key=cats.__getitem__)
+        cats[category] = cats.pop(weakest) + 1.0
+
+    def top_categories(self, k: int = 3) -> list[str]:
+        return sorted(self.categories, key=lambda c: (-self.categories[c], c))[:k]
+
+    # --- features ---------------------------------------------------------------------
+    def features(self, at: float, space: FeatureSpace) -> dict[str, float]:
+        """Feature dict as of time ``at`` (names from ``space.names``)."""
+        return dict(zip(space.names, self.vector(at, space), strict=True))
+
+    def vector(self, at: float, space: FeatureSpace) -> list[float]:
+        """Feature values as of time ``at``, in ``space.names`` order. Recency is measured
+        to ``at`` (never before the last event); counts and revenue are log1p of the
+        decayed sums."""
+        at = max(at, self.last_ts)
+        log1p = math.log1p
+        half_lives = space.half_lives
+        out: list[float] = []
+        short_row: list[float] = []
+        long_row: list[float] = []
+        age = at - self.anchor
+        for k, inv_h in enumerate(space.inv):
+            row = list(map((2.0 ** (-age * inv_h)).__mul__, self.sums[k]))
+            out += map(log1p, row)
+            if k == 0:
+                short_row = row
+            long_row = row
+        since_last = (at - self.last_ts) / DAY
+        tenure = (at - self.first_ts) / DAY
+        purchased = self.purchases_total > 0
+        since_purchase = (at - self.last_purchase_ts) / DAY if purchased else tenure
+        usual_gap = tenure / (self.sessions_total - 1) if self.sessions_total > 1 else 30.0
+        long_events = sum(long_row[:N_TYPES])
+        short_rate = sum(short_row[:N_TYPES]) * LN2 / (half_lives[0] / DAY)
+        long_rate = long_events * LN2 / (half_lives[-1] / DAY)
+        long_sessions = long_row[SESSIONS]
+        adds = long_row[_CART_ADD]
+        out += (
+            since_last,
+            log1p(since_last),
+            since_purchase,
+            1.0 if purchased else 0.0,
+            tenure,
+            log1p(self.sessions_total),
+            log1p(self.purchases_total),
+            math.log((since_last + 0.1) / (usual_gap + 0.1)),
+            long_events / long_sessions if long_sessions > 1e-9 else 0.0,
+            max(0.0, adds - long_row[_PURCHASE]) / (adds + 1.0),
+            math.log((short_rate + 0.05) / (long_rate + 0.05)),
+            self.rating_sum / self.rating_n if self.rating_n else 3.0,
+            long_row[_RETURN] / (long_row[_PURCHASE] + 1.0),
+            float(len(self.categories)),
+        )
+        return out
+
+    # --- persistence (JSON-compatible; no pickle) ---------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "u": self.user_id,
+            "a": self.anchor,
+            "s": self.sums,
+            "f": _nan_out(self.first_ts),
+            "l": _nan_out(self.last_ts),
+            "lp": _nan_out(self.last_purchase_ts),
+            "st": self.sessions_total,
+            "et": self.events_total,
+            "pt": self.purchases_total,
+            "rs": self.rating_sum,
+            "rn": self.rating_n,
+            "c": self.categories,
+            "r": self.recent.hex(),
+            "rp": self.recent_pos,
+            "d": _nan_out(self.due),
+            "ls": _nan_out(self.last_scored_ts),
+            "lpp": _nan_out(self.last_p),
+            "ri": self.rescore_idx,
+            "p": [[*snap[:2], list(snap[2]), *snap[3:]] for snap in self.pending],
+            "lsn": _nan_out(self.last_snapshot_ts),
+            "x": self.extra,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> UserState:
+        s = cls.__new__(cls)
+        s.user_id = str(d["u"])
+        s.anchor = float(d["a"])
+        s.sums = [[float(v) for v in row] for row in d["s"]]
+        s.first_ts = _nan_in(d["f"])
+        s.last_ts = _nan_in(d["l"])
+        s.last_purchase_ts = _nan_in(d["lp"])
+        s.sessions_total = int(d["st"])
+        s.events_total = int(d["et"])
+        s.purchases_total = int(d["pt"])
+        s.rating_sum = float(d["rs"])
+        s.rating_n = int(d["rn"])
+        s.categories = {str(k): float(v) for k, v in d["c"].items()}
+        s.recent = bytearray.fromhex(d["r"])
+        if not s.recent or len(s.recent) % 8:
+            raise ValueError("user state: dedup ring must be a non-empty multiple of 8 bytes")
+        s.recent_pos = int(d["rp"]) % len(s.recent)
+        s.due = math.inf if d.get("d") is None else float(d["d"])
+        s.last_scored_ts = _nan_in(d["ls"])
+        s.last_p = _nan_in(d["lpp"])
+        s.rescore_idx = int(d["ri"])
+        s.pending = [[p[0], p[1], array("d", p[2]), *p[3:]] for p in d["p"]]
+        s.last_snapshot_ts = _nan_in(d["lsn"])
+        s.extra = dict(d.get("x") or {})
+        return s
+
+
+def _nan_out(v: float) -> float | None:
+    return None if not math.isfinite(v) else v
+
+
+def _nan_in(v: object) -> float:
+    return math.nan if v is None else float(v)  # type: ignore[arg-type]

@@ -1,0 +1,128 @@
+"""Delayed churn labels resolved in event time.
+
+A scored user gets at most one training snapshot per ``snapshot_interval``:
+``[scored_at, p, feature_vector, treated, model_version, label, resolved_at]``. Its label is
+
+* 0 ("retained") from the first *qualifying activity* after ``scored_at`` and no later than
+  ``scored_at + horizon``. By default that is the start of a new session (an event after a
+  gap of at least ``session_gap``): a click in the very session that was scored says nothing
+  about retention. With ``label_activity="purchase"`` only a purchase qualifies.
+* 1 ("churned") once event time passes ``scored_at + horizon`` with none.
+
+When the example is *released* to training is a separate choice. ``release="horizon"``
+(default) releases every example at ``scored_at + horizon``, whatever its label, so the
+training stream arrives in scoring order. Releasing 0s at once (``release="activity"``)
+feeds the learner all the retained users a month before any churned one: a survivorship
+bias that taught the model that silence means loyalty (see docs/labels.md for the figures).
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from stream_app.core.features import UserState
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    """A resolved training example (before it becomes a ``TrainingExample`` message)."""
+
+    user_id: str
+    scored_at: float
+    resolved_at: float
+    label: int
+    p: float
+    features: dict[str, float]
+    treated: bool
+    model_version: int
+
+    @property
+    def example_id(self) -> str:
+        return f"{self.user_id}:{round(self.scored_at * 1000)}"
+
+
+class LabelBook:
+    """Snapshot taking and label resolution; one instance per engine, state lives in
+    ``UserState.pending``."""
+
+    def __init__(
+        self,
+        horizon: float,
+        snapshot_interval: float,
+        names: Sequence[str],
+        release: Literal["horizon", "activity"] = "horizon",
+    ) -> None:
+        self.names = list(names)
+        self.horizon = horizon
+        self.release = release
+        self.snapshot_interval = snapshot_interval
+        # Bound on pending snapshots per user (one per interval across the horizon).
+        self.max_pending = int(math.ceil(horizon / snapshot_interval)) + 1
+
+    def maybe_snapshot(
+        self,
+        state: UserState,
+        at: float,
+        p: float,
+        features: list[float],
+        treated: bool,
+        model_version: int,
+    ) -> bool:
+        last = state.last_snapshot_ts
+        if not math.isnan(last) and at - last < self.snapshot_interval:
+            return False
+        if len(state.pending) >= self.max_pending:  # only reachable with clock jumps
+            state.pending.pop(0)
+        state.pending.append([at, p, array("d", features), treated, model_version, None, None])
+        state.last_snapshot_ts = at
+        return True
+
+    def next_deadline(self, state: UserState) -> float:
+        # Snapshots are appended in scoring-time order, so the first is the oldest.
+        pending = state.pending
+        return pending[0][0] + self.horizon if pending else math.inf
+
+    def resolve_activity(self, state: UserState, at: float) -> list[Label]:
+        """A qualifying activity at ``at``: open snapshots scored before it and still within
+        the horizon get label 0 (returned at once only with ``release="activity"``)."""
+        out: list[Label] = []
+        for snap in state.pending:
+            if snap[5] is None and snap[0] < at <= snap[0] + self.horizon:
+                snap[5], snap[6] = 0, at
+                if self.release == "activity":
+                    out.append(self._label(state.user_id, snap, at, 0))
+        if out:
+            state.pending = [snap for snap in state.pending if snap[5] is None]
+        return out
+
+    def resolve_expired(self, state: UserState, at: float) -> list[Label]:
+        """Release snapshots whose horizon ended at or before ``at``: label 1 unless an
+        activity already gave them 0. The caller makes sure no qualifying activity up to
+        their end is still to come."""
+        out, keep = [], []
+        for snap in state.pending:
+            end = snap[0] + self.horizon
+            if end <= at:
+                label = 1 if snap[5] is None else 0
+                out.append(self._label(state.user_id, snap, snap[6] or end, label))
+            else:
+                keep.append(snap)
+        state.pending = keep
+        return out
+
+    def _label(self, user_id: str, snap: list[Any], resolved_at: float, label: int) -> Label:
+        features = dict(zip(self.names, snap[2], strict=True))
+        return Label(
+            user_id,
+            float(snap[0]),
+            resolved_at,
+            label,
+            float(snap[1]),
+            features,
+            bool(snap[3]),
+            int(snap[4]),
+        )

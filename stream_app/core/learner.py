@@ -1,0 +1,89 @@
+"""Prequential learning: score with the stored p, update metrics, then learn.
+
+The order matters: each label is first used to *evaluate* the prediction made at scoring
+time (before the outcome was known), and only then to train. That is the delayed-label
+progressive validation of river.evaluate, done in event time.
+"""
+
+from __future__ import annotations
+
+import math
+
+from river import drift, metrics
+
+from stream_app.core.labels import Label
+from stream_app.core.model import OnlineModel
+
+_EPS = 1e-15
+
+
+def log_loss(y: int, p: float) -> float:
+    p = min(max(p, _EPS), 1.0 - _EPS)
+    return -math.log(p) if y else -math.log(1.0 - p)
+
+
+class Learner:
+    """Owns the model; one per deployment (the training topic has one partition)."""
+
+    def __init__(
+        self, model: OnlineModel, snapshot_every: int = 500, rolling_window: int = 2000
+    ) -> None:
+        self.model = model
+        self.snapshot_every = snapshot_every
+        self.rolling_auc = metrics.RollingROCAUC(window_size=rolling_window)
+        self.detector = drift.ADWIN()
+        self.n = 0
+        self.positives = 0
+        self.loss_sum = 0.0
+        self.drifts = 0
+        self._since_snapshot = 0
+
+    def learn(self, label: Label) -> bool:
+        """Evaluate then learn one example; True when a new snapshot is due."""
+        y = label.label
+        loss = log_loss(y, label.p)
+        self.n += 1
+        self.positives += y
+        self.loss_sum += loss
+        self.rolling_auc.update(bool(y), label.p)
+        self.detector.update(loss)
+        if self.detector.drift_detected:
+            self.drifts += 1
+        self.model.learn_one(label.features, y)
+        self._since_snapshot += 1
+        if self._since_snapshot >= self.snapshot_every:
+            self._since_snapshot = 0
+            return True
+        return False
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "labels": float(self.n),
+            "positives": float(self.positives),
+            "logloss": self.loss_sum / self.n if self.n else math.nan,
+            "rolling_auc": float(self.rolling_auc.get()) if self.n else math.nan,
+            "drifts": float(self.drifts),
+        }
+
+
+def roc_auc(labels: list[int], scores: list[float]) -> float:
+    """Exact ROC AUC (Mann-Whitney U with average ranks for ties); NaN if one class."""
+    n = len(labels)
+    pos = sum(labels)
+    neg = n - pos
+    if pos == 0 or neg == 0:
+        return math.nan
+    order = sorted(range(n), key=scores.__getitem__)
+    rank_sum = 0.0
+    i = 0
+    while i < n:
+        j = i
+        s = scores[order[i]]
+        while j + 1 < n and scores[order[j + 1]] == s:
+            j += 1
+        avg_rank = (i + j) / 2.0 + 1.0
+        for k in range(i, j + 1):
+            if labels[order[k]]:
+                rank_sum += avg_rank
+        i = j + 1
+    return (rank_sum - pos * (pos + 1) / 2.0) / (pos * neg)

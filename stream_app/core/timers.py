@@ -1,0 +1,77 @@
+"""Event-time clock of one partition: stream time, watermark and the deadline index.
+
+Nothing here reads the wall clock. The watermark moves only with event time, so replaying
+a month of history in minutes fires the same timers as living through it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+
+
+class PartitionClock:
+    """Stream time (highest event time seen), the watermark, and a min-heap of per-user
+    deadlines.
+
+    The heap holds at most about one live entry per user: a deadline is pushed only when it
+    is earlier than the one already scheduled for that user; a later one replaces it when the
+    earlier entry pops and the owner finds nothing due yet. The index is derived state,
+    rebuilt from the users table with :meth:`reset` + ``schedule`` on partition assignment.
+    """
+
+    def __init__(self, allowed_lateness: float) -> None:
+        self.allowed_lateness = allowed_lateness
+        self.stream_time = -math.inf
+        self._heap: list[tuple[float, str]] = []
+        self._scheduled: dict[str, float] = {}
+
+    @property
+    def watermark(self) -> float:
+        return self.stream_time - self.allowed_lateness
+
+    def is_late(self, ts: float) -> bool:
+        return ts < self.watermark
+
+    def observe(self, ts: float) -> None:
+        if ts > self.stream_time:
+            self.stream_time = ts
+
+    def advance_to(self, stream_time: float) -> None:
+        """Move stream time forward without an event (a quiet, caught-up partition)."""
+        self.observe(stream_time)
+
+    def schedule(self, user_id: str, deadline: float) -> None:
+        if not math.isfinite(deadline):
+            return
+        current = self._scheduled.get(user_id)
+        if current is None or deadline < current:
+            self._scheduled[user_id] = deadline
+            heapq.heappush(self._heap, (deadline, user_id))
+
+    def has_due(self) -> bool:
+        heap = self._heap
+        return bool(heap) and heap[0][0] < self.stream_time - self.allowed_lateness
+
+    def pop_due(self) -> list[str]:
+        """Users with a deadline strictly before the watermark (an event stamped exactly at
+        the watermark may still arrive and must count)."""
+        wm = self.watermark
+        heap = self._heap
+        due = []
+        while heap and heap[0][0] < wm:
+            deadline, uid = heapq.heappop(heap)
+            if self._scheduled.get(uid) == deadline:
+                del self._scheduled[uid]
+                due.append(uid)
+        return due
+
+    def forget(self, user_id: str) -> None:
+        self._scheduled.pop(user_id, None)
+
+    def reset(self) -> None:
+        self._heap.clear()
+        self._scheduled.clear()
+
+    def __len__(self) -> int:
+        return len(self._scheduled)
