@@ -1,0 +1,195 @@
+"""The score agent's logic: decode, route, dedupe, run the engine, say what to send.
+
+``ScoreHandler.handle`` is synchronous and does no I/O: it returns the messages to send, so
+the Faust agent stays a thin loop and this stays testable without a broker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from kafka.partitioner.default import murmur2
+
+from schemas.events import Event
+from schemas.outputs import TrainingExample
+from stream_app.core.engine import Engine, StepResult
+from stream_app.core.features import UserState
+from stream_app.core.labels import Label
+from stream_app.core.timers import PartitionClock
+from stream_app.ingest import Decoder, Rejection, Source, dead_letter
+from stream_app.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default (murmur2) partitioner picks for ``key``; what Java,
+    kafka-python and aiokafka producers do for a keyed message."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    topic: str  # logical name: "dlq", "clickstream" (re-route), "training"
+    key: bytes | None
+    value: bytes
+    partition: int | None = None
+
+
+@dataclass(slots=True)
+class Outcome:
+    status: str  # applied | duplicate | late | invalid | rerouted
+    sends: list[Send] = field(default_factory=list)
+    result: StepResult | None = None
+
+
+def label_message(label: Label) -> TrainingExample:
+    return TrainingExample(
+        example_id=label.example_id,
+        user_id=label.user_id,
+        scored_at=datetime.fromtimestamp(label.scored_at, tz=UTC),
+        resolved_at=datetime.fromtimestamp(label.resolved_at, tz=UTC),
+        label=1 if label.label else 0,
+        p=label.p,
+        features=label.features,
+        treated=label.treated,
+        model_version=label.model_version,
+    )
+
+
+class ScoreHandler:
+    def __init__(
+        self,
+        engine: Engine,
+        decoder: Decoder,
+        metrics: Metrics,
+        partitions: int,
+        topic: str,
+        dlq_payload_bytes: int,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.decoder = decoder
+        self.metrics = metrics
+        self.partitions = partitions
+        self.topic = topic
+        self.dlq_payload_bytes = dlq_payload_bytes
+        self.wall_clock = wall_clock
+        self.clocks: dict[int, PartitionClock] = {}
+
+    def reset_clocks(self) -> None:
+        """Partitions were reassigned: derived timer state is rebuilt lazily per partition."""
+        self.clocks.clear()
+
+    def clock_for(self, store: MutableMapping[str, UserState], partition: int) -> PartitionClock:
+        clock = self.clocks.get(partition)
+        if clock is None:
+            clock = self.engine.new_clock()
+            mine = {
+                uid: st
+                for uid, st in store.items()
+                if partition_for(uid.encode(), self.partitions) == partition
+            }
+            n = self.engine.rebuild(mine, clock)
+            log.info("partition %d: rebuilt %d user deadlines from the table", partition, n)
+            self.clocks[partition] = clock
+        return clock
+
+    def handle(
+        self,
+        store: MutableMapping[str, UserState],
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+    ) -> Outcome:
+        raw = value or b""
+        source = Source(self.topic, partition, offset, key)
+        decoded = self.decoder.decode(raw)
+        if decoded.rejection is not None:
+            return self._reject(raw, decoded.rejection, source, None)
+        event = decoded.event
+        assert event is not None
+        if decoded.unknown_fields:
+            self.metrics.unknown_fields.inc(len(decoded.unknown_fields))
+        uid_bytes = event.user_id.encode()
+        expected = partition_for(uid_bytes, self.partitions)
+        if key != uid_bytes or partition != expected:
+            # Never apply a user's event on another partition's state: forward it.
+            self.metrics.rerouted.inc()
+            return Outcome("rerouted", [Send("clickstream", uid_bytes, raw, expected)])
+        clock = self.clock_for(store, partition)
+        result = self.engine.process(store, clock, event, decoded.ts)
+        if result.status == "late":
+            return self._reject(
+                raw,
+                Rejection(
+                    "late_event",
+                    "ts",
+                    "event time is older than the partition watermark "
+                    f"(stream time - {self.engine.config.allowed_lateness:.0f}s)",
+                ),
+                source,
+                event,
+            )
+        if result.status == "duplicate":
+            self.metrics.duplicates.inc()
+            return Outcome("duplicate", result=result)
+        self.metrics.events.labels(event.event_type).inc()
+        timers = self.engine.advance(store, clock)
+        if timers is not None:
+            result.scores += timers.scores
+            result.labels += timers.labels
+        self._observe(partition, clock, result)
+        sends = [
+            Send("training", lab.user_id.encode(), label_message(lab).model_dump_json().encode())
+            for lab in result.labels
+        ]
+        return Outcome("applied", sends, result)
+
+    def _observe(self, partition: int, clock: PartitionClock, result: StepResult) -> None:
+        m = self.metrics
+        part = str(partition)
+        m.stream_time.labels(part).set(clock.stream_time)
+        m.watermark_lag.labels(part).set(self.wall_clock() - clock.stream_time)
+        m.timers.labels(part).set(len(clock))
+        for s in result.scores:
+            m.scores.labels(s.trigger).inc()
+            m.risk.observe(s.p)
+        for lab in result.labels:
+            m.labels.labels(str(lab.label)).inc()
+
+    def _reject(
+        self, raw: bytes, rejection: Rejection, source: Source, event: Event | None
+    ) -> Outcome:
+        self.metrics.invalid.labels(rejection.reason).inc()
+        hints = None
+        if event is None and rejection.reason not in ("too_large", "invalid_utf8"):
+            try:
+                parsed = json.loads(raw)
+                hints = parsed if isinstance(parsed, dict) else None
+            except ValueError:
+                hints = None
+        letter = dead_letter(
+            raw,
+            rejection,
+            source,
+            self.dlq_payload_bytes,
+            self.wall_clock(),
+            event=event,
+            hints=hints,
+        )
+        log.warning(
+            "dead letter %s field=%s topic=%s partition=%s offset=%s",
+            rejection.reason,
+            rejection.field,
+            source.topic,
+            source.partition,
+            source.offset,
+        )
+        return Outcome("invalid", [Send("dlq", source.key, letter.model_dump_json().encode())])

@@ -1,0 +1,96 @@
+"""Every Prometheus metric in one place, registered on a registry that is passed in."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    """The worker's metrics. Label values come from small fixed sets (no user ids)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.events = Counter(
+            "churn_events",
+            "Valid events applied to user state, by event type.",
+            ["event_type"],
+            registry=r,
+        )
+        self.invalid = Counter(
+            "churn_events_invalid",
+            "Messages sent to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "churn_events_duplicate", "Events skipped because their event_id was seen.", registry=r
+        )
+        self.unknown_fields = Counter(
+            "churn_events_unknown_fields",
+            "Unknown top-level fields ignored in otherwise valid events.",
+            registry=r,
+        )
+        self.rerouted = Counter(
+            "churn_events_rerouted",
+            "Events forwarded to the partition of their user_id (key did not match).",
+            registry=r,
+        )
+        self.scores = Counter(
+            "churn_scores",
+            "Users scored, by trigger (event or silence deadline).",
+            ["trigger"],
+            registry=r,
+        )
+        self.risk = Histogram(
+            "churn_risk_score",
+            "Distribution of churn probabilities at scoring time.",
+            buckets=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95),
+            registry=r,
+        )
+        self.labels = Counter(
+            "churn_labels",
+            "Training examples resolved, by label (1 = churned).",
+            ["label"],
+            registry=r,
+        )
+        self.model_version = Gauge(
+            "churn_model_version", "Version of the model this worker scores with.", registry=r
+        )
+        self.model_ready = Gauge(
+            "churn_model_ready",
+            "1 when the learned model scores, 0 for the cold-start prior.",
+            registry=r,
+        )
+        self.snapshots_rejected = Counter(
+            "churn_model_snapshots_rejected", "Model snapshots that failed validation.", registry=r
+        )
+        self.stream_time = Gauge(
+            "churn_stream_time_seconds",
+            "Highest event time seen, per partition.",
+            ["partition"],
+            registry=r,
+        )
+        self.watermark_lag = Gauge(
+            "churn_event_lag_seconds",
+            "Wall clock minus stream time, per partition.",
+            ["partition"],
+            registry=r,
+        )
+        self.timers = Gauge(
+            "churn_timers_scheduled",
+            "Users with a pending event-time deadline, per partition.",
+            ["partition"],
+            registry=r,
+        )
+        self.process_seconds = Histogram(
+            "churn_process_seconds",
+            "Time to handle one message in the score agent.",
+            buckets=(1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1.0),
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
