@@ -1,0 +1,369 @@
+"""Synthetic clickstream in the v1 contract, with a known answer.
+
+Users have a latent engagement (sessions per day, heterogeneous), daily and weekly rhythm,
+sessions with funnels (views -> cart -> checkout -> purchase), favourite categories and
+prices. A share of users *churn*: from an onset day their engagement decays until they stop,
+and before leaving they contact support, return and rate badly more often. The ground truth
+(who churns, when) goes to a side file ``<out>.truth.jsonl``. Deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+from pydantic import TypeAdapter
+
+DAY = 86400
+CATEGORIES = (
+    "electronics",
+    "books",
+    "fashion",
+    "home",
+    "beauty",
+    "sports",
+    "toys",
+    "grocery",
+    "garden",
+    "music",
+    "pets",
+    "office",
+)
+# Share of sessions starting in each hour (UTC): quiet nights, lunch bump, evening peak.
+HOUR_WEIGHTS = (
+    1,
+    0.6,
+    0.4,
+    0.3,
+    0.3,
+    0.5,
+    1,
+    2,
+    3,
+    3.5,
+    3.5,
+    4,
+    4.5,
+    4,
+    3.5,
+    3.5,
+    4,
+    5,
+    6,
+    7,
+    7,
+    6,
+    4,
+    2,
+)
+WEEKDAY_FACTOR = (0.9, 0.9, 0.95, 1.0, 1.1, 1.3, 1.25)  # Monday .. Sunday
+_HMS = [f"{h:02d}:{m:02d}:{s:02d}" for h in range(24) for m in range(60) for s in range(60)]
+
+
+@dataclass
+class User:
+    uid: str
+    start_day: int
+    rate: float
+    buyer: float
+    price_level: float
+    favourites: tuple[str, ...]
+    churner: bool
+    onset: float
+    decay: float
+    last_ts: int = -1
+    purchases: int = 0
+    sessions: int = 0
+
+
+def _poisson(rng: random.Random, lam: float) -> int:
+    # Knuth's method; lam is small here (sessions per day).
+    threshold = math.exp(-lam)
+    k, p = 0, rng.random()
+    while p > threshold:
+        k += 1
+        p *= rng.random()
+    return k
+
+
+class Generator:
+    def __init__(
+        self,
+        users: int,
+        days: int,
+        seed: int,
+        start: datetime,
+        malformed: float = 0.0,
+        duplicates: float = 0.0,
+    ) -> None:
+        if users < 1 or days < 1:
+            raise ValueError("users and days must be >= 1")
+        self.rng = random.Random(seed)
+        self.seed = seed
+        self.days = days
+        self.start = start.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        self.start_epoch = int(self.start.timestamp())
+        self.malformed = malformed
+        self.duplicates = duplicates
+        self.counter = 0
+        self.users = [self._user(i) for i in range(users)]
+        cum, acc = [], 0.0
+        for w in HOUR_WEIGHTS:
+            acc += w
+            cum.append(acc)
+        self.hour_cum = cum
+        self.day_prefix = [
+            (self.start + timedelta(days=d)).strftime("%Y-%m-%dT") for d in range(days + 3)
+        ]
+
+    def _user(self, i: int) -> User:
+        r = self.rng
+        start_day = 0 if r.random() < 0.5 else int(r.random() * self.days * 0.7)
+        rate = min(3.0, max(0.03, math.exp(r.gauss(math.log(0.3), 0.8))))
+        churner = r.random() < 0.45
+        # Users present on day 0 have a history before the window: they may start leaving
+        # at once. New users stay at least a week.
+        first = 0 if start_day == 0 else start_day + 7
+        onset = first + r.random() * max(1.0, self.days + 30 - first)
+        return User(
+            uid=f"u{i:06d}",
+            start_day=start_day,
+            rate=rate,
+            buyer=r.betavariate(2, 5),
+            price_level=math.exp(r.gauss(3.3, 0.7)),
+            favourites=tuple(r.sample(CATEGORIES, 3)),
+            churner=churner,
+            onset=onset if churner else math.inf,
+            decay=3 + r.random() * 12,
+        )
+
+    def _ts(self, t: int) -> str:
+        day, sec = divmod(t - self.start_epoch, DAY)
+        return f"{self.day_prefix[day]}{_HMS[sec]}Z"
+
+    def _event(self, u: User, etype: str, t: int, sid: str, extra: str = "") -> str:
+        self.counter += 1
+        return (
+            f'{{"event_id":"g{self.seed:x}-{self.counter:x}","user_id":"{u.uid}",'
+            f'"event_type":"{etype}","ts":"{self._ts(t)}","session_id":"{sid}"{extra}}}'
+        )
+
+    def _session(self, u: User, t: int, day: float, out: list[tuple[int, str]]) -> None:
+        r = self.rng
+        u.sessions += 1
+        sid = f"{u.uid}-s{u.sessions}"
+        leaving = u.churner and day >= u.onset
+        ev = self._event
+        out.append((t, ev(u, "session_start", t, sid)))
+        if r.random() < 0.2:
+            t += r.randint(5, 60)
+            q = r.choice(u.favourites)
+            out.append((t, ev(u, "search", t, sid, f',"query":"{q} deals"')))
+        n_views = 1 + int(-math.log(1.0 - r.random()) * (4.0 if not leaving else 2.5))
+        cart: list[tuple[str, float]] = []
+        for _ in range(n_views):
+            t += r.randint(8, 120)
+            cat = r.choice(u.favourites) if r.random() < 0.75 else r.choice(CATEGORIES)
+            price = round(u.price_level * math.exp(r.gauss(0, 0.5)), 2)
+            pid = f"p{r.randint(1, 5000)}"
+            if r.random() < 0.3:
+                out.append((t, ev(u, "page_view", t, sid, f',"category":"{cat}"')))
+                continue
+            out.append(
+                (
+                    t,
+                    ev(
+                        u,
+                        "product_view",
+                        t,
+                        sid,
+                        f',"product_id":"{pid}","category":"{cat}","price":{price}',
+                    ),
+                )
+            )
+            if r.random() < 0.18:
+                t += r.randint(5, 40)
+                out.append(
+                    (
+                        t,
+                        ev(
+                            u,
+                            "add_to_cart",
+                            t,
+                            sid,
+                            f',"product_id":"{pid}","category":"{cat}","price":{price},'
+                            f'"quantity":1',
+                        ),
+                    )
+                )
+                cart.append((cat, price))
+                if r.random() < (0.1 if not leaving else 0.3):
+                    t += r.randint(5, 60)
+                    out.append((t, ev(u, "remove_from_cart", t, sid, f',"product_id":"{pid}"')))
+                    cart.pop()
+        if cart and r.random() < 0.55:
+            t += r.randint(20, 200)
+            out.append((t, ev(u, "checkout_start", t, sid)))
+            if r.random() < 0.3 + 0.6 * u.buyer:
+                t += r.randint(30, 300)
+                total = round(sum(p for _, p in cart), 2)
+                out.append((t, ev(u, "purchase", t, sid, f',"revenue":{total}')))
+                u.purchases += 1
+        if u.purchases and r.random() < 0.06:
+            t += r.randint(10, 100)
+            rating = r.choice((1, 2, 2, 3)) if leaving else r.choice((3, 4, 4, 5, 5))
+            out.append((t, ev(u, "review", t, sid, f',"rating":{rating}')))
+        if u.purchases and r.random() < (0.15 if leaving else 0.03):
+            t += r.randint(10, 100)
+            val = round(u.price_level * math.exp(r.gauss(0, 0.5)), 2)
+            out.append((t, ev(u, "return", t, sid, f',"revenue":{val}')))
+        if r.random() < (0.15 if leaving else 0.02):
+            t += r.randint(10, 100)
+            out.append((t, ev(u, "support_contact", t, sid)))
+        u.last_ts = max(u.last_ts, t)
+
+    def _corrupt(self, line: str) -> str:
+        r = self.rng
+        kind = r.randrange(8)
+        if kind == 0:
+            return line[: r.randint(1, max(1, len(line) - 2))]  # truncated JSON
+        if kind == 1:
+            return line.replace('"event_type":', '"type":', 1)  # missing field
+        if kind == 2:
+            return line.replace('Z"', '"', 1)  # naive timestamp
+        if kind == 3:
+            return line.replace('"event_type":"', '"event_type":"x_', 1)  # unknown type
+        if kind == 4:
+            return line[:-1] + ',"price":NaN}'  # non-finite number
+        if kind == 5:
+            return "[" + line + "]"  # not an object
+        if kind == 6:
+            return line.replace('"user_id":"', '"user_id":"\\u0007', 1)  # control char
+        return line[:-1] + ',"v":2}'  # unsupported version
+
+    def run(self, fh: TextIO) -> dict[str, int]:
+        r = self.rng
+        carry: list[tuple[int, str]] = []
+        written = malformed = dups = 0
+        for d in range(self.days):
+            day_start = self.start_epoch + d * DAY
+            factor = WEEKDAY_FACTOR[(self.start.weekday() + d) % 7]
+            out = carry
+            for u in self.users:
+                if d < u.start_day:
+                    continue
+                lam = u.rate * factor
+                if d >= u.onset:
+                    lam *= math.exp(-(d - u.onset) / u.decay)
+                    if lam < 0.004:
+                        continue
+                for _ in range(_poisson(r, lam)):
+                    hour = _bisect(self.hour_cum, r.random() * self.hour_cum[-1])
+                    t = day_start + hour * 3600 + r.randrange(3600)
+                    self._session(u, t, d, out)
+            out.sort(key=lambda e: e[0])
+            end = day_start + DAY
+            split = _first_at_or_after(out, end)
+            lines = []
+            for _t, line in out[:split]:
+                if self.malformed and r.random() < self.malformed:
+                    line = self._corrupt(line)
+                    malformed += 1
+                lines.append(line)
+                if self.duplicates and r.random() < self.duplicates:
+                    lines.append(line)
+                    dups += 1
+            fh.write("\n".join(lines) + ("\n" if lines else ""))
+            written += len(lines)
+            carry = out[split:]
+        if carry:  # sessions that ran past the last midnight
+            fh.write("\n".join(line for _t, line in carry) + "\n")
+            written += len(carry)
+        return {"lines": written, "malformed": malformed, "duplicates": dups}
+
+    def truth(self) -> list[dict[str, Any]]:
+        end = self.start_epoch + self.days * DAY
+        return [
+            {
+                "user_id": u.uid,
+                "churner": u.churner,
+                "churn_onset": _iso(self.start_epoch + u.onset * DAY)
+                if u.churner and self.start_epoch + u.onset * DAY < end
+                else None,
+                "last_event": _iso(u.last_ts) if u.last_ts >= 0 else None,
+                "sessions_per_day": round(u.rate, 4),
+                "purchases": u.purchases,
+            }
+            for u in self.users
+        ]
+
+
+def _bisect(cum: list[float], x: float) -> int:
+    lo, hi = 0, len(cum) - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if cum[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def _first_at_or_after(items: list[tuple[int, str]], t: int) -> int:
+    lo, hi = 0, len(items)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if items[mid][0] < t:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+def truth_path(out: Path) -> Path:
+    return out.with_name(out.name + ".truth.jsonl")
+
+
+def generate_cli(args: Any) -> int:
+    from stream_app.errors import InputFileError
+
+    try:
+        start = TypeAdapter(datetime).validate_python(args.start)
+    except ValueError:
+        raise InputFileError(f"--start: not an RFC 3339 time: {args.start!r}") from None
+    if start.tzinfo is None:
+        raise InputFileError("--start needs an offset or Z")
+    if not 0 <= args.malformed < 1 or not 0 <= args.duplicates < 1:
+        raise InputFileError("--malformed and --duplicates are shares in [0, 1)")
+    if args.users < 1 or args.days < 1:
+        raise InputFileError("--users and --days must be at least 1")
+    gen = Generator(args.users, args.days, args.seed, start, args.malformed, args.duplicates)
+    t0 = time.perf_counter()
+    with args.out.open("w") as fh:
+        stats = gen.run(fh)
+    elapsed = time.perf_counter() - t0
+    with truth_path(args.out).open("w") as fh:
+        for row in gen.truth():
+            fh.write(json.dumps(row) + "\n")
+    stats_out = {
+        **stats,
+        "users": args.users,
+        "days": args.days,
+        "seed": args.seed,
+        "seconds": round(elapsed, 3),
+        "events_per_second": round(stats["lines"] / elapsed) if elapsed else None,
+        "truth": str(truth_path(args.out)),
+    }
+    print(json.dumps(stats_out), file=sys.stdout)
+    return 0
