@@ -17,10 +17,10 @@ from stream_app.core.features import UserState
 from stream_app.ingest import Decoder
 from stream_app.metrics import CONTENT_TYPE, Metrics
 from stream_app.settings import Settings
+from stream_app.topics import TRAINING_TOPIC
 
 log = logging.getLogger(__name__)
 
-TRAINING_TOPIC = "churn.training"
 _WIRING = "_churn_wiring"
 
 
@@ -91,9 +91,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         value_serializer="raw",
         partitions=1,
     )
-    users = app.Table(
-        "users", key_type=str, value_serializer="userstate", partitions=settings.topic_partitions
-    )
+    users = app.Table("users", key_type=str, partitions=settings.topic_partitions)
+    # Faust derives a table's value codec from value_type (a Record) and otherwise uses
+    # json; UserState has its own JSON codec, set before the changelog topic is built.
+    users.value_serializer = "userstate"
 
     engine = Engine(EngineConfig.from_settings(settings))
     decoder = Decoder(settings.max_message_bytes, settings.max_future_skew, time.time)

@@ -11,7 +11,7 @@ from pathlib import Path
 from stream_app.errors import StreamAppError
 from stream_app.settings import parse_duration
 
-COMMANDS = ("worker", "validate", "schema", "evaluate", "generate")
+COMMANDS = ("worker", "validate", "schema", "evaluate", "generate", "replay", "topics")
 
 
 def _duration(text: str) -> float:
@@ -48,6 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scores-out", type=Path, help="where --scores-at writes (JSONL)")
     p.add_argument("--report-dir", type=Path, help="write PNG plots and a markdown summary")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+    p = sub.add_parser("replay", help="send a JSONL file's events to the clickstream topic")
+    p.add_argument("file", type=Path)
+    p.add_argument("--rate", type=float, default=0.0, help="events per second (0 = max)")
+    p.add_argument(
+        "--send-invalid",
+        action="store_true",
+        help="send invalid lines too (they land in the dead-letter topic)",
+    )
+
+    sub.add_parser("topics", help="create the topics with the configured partition counts")
 
     p = sub.add_parser("generate", help="write synthetic clickstream traffic with ground truth")
     p.add_argument("--users", type=int, default=1000)
@@ -88,6 +99,23 @@ def _dispatch(args: argparse.Namespace) -> int:
         from stream_app.offline import evaluate_cli
 
         return evaluate_cli(args)
+    if args.command in ("replay", "topics"):
+        from stream_app.settings import load_settings
+        from stream_app.topics import ensure_topics
+
+        settings = load_settings()
+        topics = ensure_topics(settings)
+        if args.command == "topics":
+            print(json.dumps(topics, sort_keys=True))
+            return 0
+        from stream_app.producer import ChurnProducer, replay
+
+        with ChurnProducer(
+            settings.kafka_bootstrap_servers, settings.topic_clickstream, settings.max_message_bytes
+        ) as producer:
+            stats = replay(args.file, producer, args.rate, skip_invalid=not args.send_invalid)
+        print(json.dumps(stats))
+        return 0
     if args.command == "generate":
         from stream_app.generate import generate_cli
 
@@ -103,6 +131,9 @@ def _worker(args: argparse.Namespace) -> int:
     if args.web_port:
         overrides["web_port"] = args.web_port
     settings = load_settings(**overrides)
+    from stream_app.topics import ensure_topics
+
+    ensure_topics(settings)
     app = create_app(settings)
     sys.argv = [
         "stream-app",

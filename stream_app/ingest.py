@@ -45,6 +45,7 @@ class Decoded:
 
 
 _TAGS = frozenset(EVENT_TYPES)
+_TYPE_TAGS = frozenset({"str", "constrained-str", "bool", "int", "float"})
 
 
 def _rejection_from(exc: ValidationError) -> Rejection:
@@ -54,6 +55,8 @@ def _rejection_from(exc: ValidationError) -> Rejection:
     loc = [str(p) for p in err["loc"]]
     if loc and loc[0] in _TAGS:  # the discriminated union prefixes the member's tag
         loc = loc[1:]
+    if len(loc) > 1 and loc[-1] in _TYPE_TAGS:  # members of a value union (properties)
+        loc = loc[:-1]
     field = ".".join(loc) or None
     msg = err["msg"]
     if etype == "json_invalid":

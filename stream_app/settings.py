@@ -14,7 +14,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from stream_app.errors import ConfigError
 
@@ -50,7 +50,8 @@ def _duration_list(value: object) -> tuple[float, ...]:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
-DurationList = Annotated[tuple[float, ...], BeforeValidator(_duration_list)]
+# NoDecode: the env value is "1d,3d,7d", not JSON.
+DurationList = Annotated[tuple[float, ...], NoDecode, BeforeValidator(_duration_list)]
 
 
 class Settings(BaseSettings):
@@ -167,6 +168,8 @@ def load_settings(**overrides: object) -> Settings:
     naming the setting and the environment variable that holds it."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
+    except SettingsError as exc:
+        raise ConfigError(f"invalid setting: {exc}") from None
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
