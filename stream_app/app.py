@@ -17,7 +17,6 @@ from stream_app.core.features import UserState
 from stream_app.ingest import Decoder
 from stream_app.metrics import CONTENT_TYPE, Metrics
 from stream_app.settings import Settings
-from stream_app.topics import TRAINING_TOPIC
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +83,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         partitions=settings.topic_partitions,
     )
     training = app.topic(
-        TRAINING_TOPIC,
+        settings.topic_training,
         key_type=bytes,
         value_type=bytes,
         key_serializer="raw",

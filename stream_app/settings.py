@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     topic_replication: int = Field(1, ge=1, le=7, description="Replication of topics created.")
     topic_clickstream: str = "clickstream"
     topic_dlq: str = "clickstream.dlq"
+    topic_training: str = Field(
+        "churn.training",
+        description="Resolved training examples (created with 1 partition: one learner).",
+    )
     store: str = Field("memory://", description="Faust table store URL (memory:// or rocksdb://).")
     data_dir: str = Field("./stream-app-data", description="Faust data directory.")
     web_host: str = Field("127.0.0.1", description="Bind address of the HTTP server.")

@@ -12,13 +12,11 @@ from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
 
-TRAINING_TOPIC = "churn.training"
-
 
 def topic_specs(settings: Settings) -> dict[str, int]:
     """Topic name -> partitions. The training topic has one partition: one learner."""
     n = settings.topic_partitions
-    return {settings.topic_clickstream: n, settings.topic_dlq: n, TRAINING_TOPIC: 1}
+    return {settings.topic_clickstream: n, settings.topic_dlq: n, settings.topic_training: 1}
 
 
 def ensure_topics(settings: Settings, timeout_ms: int = 30_000) -> dict[str, int]:
