@@ -93,7 +93,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     users = app.Table("users", key_type=str, partitions=settings.topic_partitions)
     # Faust derives a table's value codec from value_type (a Record) and otherwise uses
     # json; UserState has its own JSON codec, set before the changelog topic is built.
-    users.value_serializer = "userstate"
+    users.value_serializer = "userstate"  # type: ignore[attr-defined]
 
     engine = Engine(EngineConfig.from_settings(settings))
     decoder = Decoder(settings.max_message_bytes, settings.max_future_skew, time.time)

@@ -51,9 +51,8 @@ def test_worker_processes_valid_events(worker: Worker, kafka_bootstrap: str) -> 
 
 
 def test_producer_helper_refuses_bad_events_before_sending(kafka_bootstrap: str) -> None:
-    with ChurnProducer(kafka_bootstrap, "never-used") as prod:
-        with pytest.raises(InvalidEvent) as err:
-            prod.send(event("u", 1, "purchase"))  # no revenue
+    with ChurnProducer(kafka_bootstrap, "never-used") as prod, pytest.raises(InvalidEvent) as err:
+        prod.send(event("u", 1, "purchase"))  # no revenue
     assert err.value.reason == "missing_field" and err.value.field == "revenue"
 
 

@@ -50,7 +50,10 @@ def test_generated_traffic_has_funnels_and_is_time_ordered(traffic: Path) -> Non
 
 def test_validate_reports_each_bad_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "mixed.jsonl"
-    good = '{"event_id":"e1","user_id":"u1","event_type":"purchase","ts":"2026-01-05T12:00:00Z","revenue":42.0}'
+    good = (
+        '{"event_id":"e1","user_id":"u1","event_type":"purchase",'
+        '"ts":"2026-01-05T12:00:00Z","revenue":42.0}'
+    )
     path.write_text(
         "\n".join([good, "{oops", good.replace(',"revenue":42.0', ""), "", good.replace("Z", "")])
         + "\n"

@@ -59,8 +59,15 @@ def fetch(libs: Path = LIBS, quiet: bool = True) -> Path:
     if libs.exists():
         shutil.rmtree(libs)
     libs.mkdir(parents=True)
-    cmd = ["mvn", "-B", "-f", str(POM), "dependency:copy-dependencies",
-           f"-DoutputDirectory={libs}", "-DincludeScope=runtime"]
+    cmd = [
+        "mvn",
+        "-B",
+        "-f",
+        str(POM),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={libs}",
+        "-DincludeScope=runtime",
+    ]
     if quiet:
         cmd.insert(1, "-q")
     proc = subprocess.run(cmd, capture_output=quiet, text=True, check=False)
@@ -142,28 +149,30 @@ class Cluster:
 def _properties(node: Node, nodes: Sequence[Node]) -> str:
     voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in nodes)
     rf = min(3, len(nodes))
-    return "\n".join([
-        "process.roles=broker,controller",
-        f"node.id={node.node_id}",
-        f"controller.quorum.voters={voters}",
-        f"listeners=PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
-        f"advertised.listeners=PLAINTEXT://127.0.0.1:{node.port}",
-        "controller.listener.names=CONTROLLER",
-        "inter.broker.listener.name=PLAINTEXT",
-        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-        f"log.dirs={node.data_dir}",
-        f"offsets.topic.replication.factor={rf}",
-        f"transaction.state.log.replication.factor={rf}",
-        f"transaction.state.log.min.isr={min(2, rf)}",
-        f"default.replication.factor={rf}",
-        f"min.insync.replicas={min(2, rf)}",
-        "offsets.topic.num.partitions=4",
-        "num.partitions=4",
-        "auto.create.topics.enable=true",
-        "group.initial.rebalance.delay.ms=0",
-        "log.retention.hours=168",
-        "",
-    ])
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            f"node.id={node.node_id}",
+            f"controller.quorum.voters={voters}",
+            f"listeners=PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{node.port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"log.dirs={node.data_dir}",
+            f"offsets.topic.replication.factor={rf}",
+            f"transaction.state.log.replication.factor={rf}",
+            f"transaction.state.log.min.isr={min(2, rf)}",
+            f"default.replication.factor={rf}",
+            f"min.insync.replicas={min(2, rf)}",
+            "offsets.topic.num.partitions=4",
+            "num.partitions=4",
+            "auto.create.topics.enable=true",
+            "group.initial.rebalance.delay.ms=0",
+            "log.retention.hours=168",
+            "",
+        ]
+    )
 
 
 def start(
@@ -191,20 +200,32 @@ def start(
             for p in (port, cport):
                 if port_open(p):
                     raise KafkaHarnessError(f"port {p} is already in use (another Kafka?)")
-        nodes.append(Node(i + 1, port, cport, workdir / f"broker-{i + 1}.log",
-                          workdir / f"data-{i + 1}"))
+        nodes.append(
+            Node(i + 1, port, cport, workdir / f"broker-{i + 1}.log", workdir / f"data-{i + 1}")
+        )
     cluster = Cluster(workdir, nodes)
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     classpath = f"{libs}/*"
-    jvm = [java, f"-Xmx{heap}", "-Xms128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-           "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={LOG4J}", "-cp", classpath]
+    jvm = [
+        java,
+        f"-Xmx{heap}",
+        "-Xms128m",
+        "-XX:+UseSerialGC",
+        "-XX:TieredStopAtLevel=1",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={LOG4J}",
+        "-cp",
+        classpath,
+    ]
     t0 = time.monotonic()
     for node in nodes:
         props = workdir / f"server-{node.node_id}.properties"
         props.write_text(_properties(node, nodes), encoding="utf-8")
         fmt = subprocess.run(
             [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if fmt.returncode != 0:
             raise KafkaHarnessError(f"storage format failed:\n{fmt.stdout}\n{fmt.stderr}")
@@ -212,7 +233,9 @@ def start(
         props = workdir / f"server-{node.node_id}.properties"
         with node.log_file.open("wb") as log:
             node.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-                [*jvm, "kafka.Kafka", str(props)], stdout=log, stderr=subprocess.STDOUT,
+                [*jvm, "kafka.Kafka", str(props)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
     try:
@@ -232,18 +255,21 @@ def _wait_ready(cluster: Cluster, deadline: float) -> None:
             if node.process.poll() is not None:
                 raise KafkaHarnessError(
                     f"broker {node.node_id} exited with {node.process.returncode}; "
-                    f"log: {node.log_file}\n{cluster.tail_logs()}")
+                    f"log: {node.log_file}\n{cluster.tail_logs()}"
+                )
             text = node.log_file.read_text(errors="replace") if node.log_file.exists() else ""
             if READY_LINE in text and port_open(node.port):
                 pending.remove(node)
         if time.monotonic() > deadline:
             raise KafkaHarnessError(
                 f"Kafka not ready before the timeout; logs: {cluster.log_files}\n"
-                f"{cluster.tail_logs()}")
+                f"{cluster.tail_logs()}"
+            )
         time.sleep(0.2)
 
 
 # --- background mode for `make kafka` -------------------------------------------------
+
 
 def _pidfile(workdir: Path) -> Path:
     return workdir / "pids"

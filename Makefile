@@ -1,0 +1,62 @@
+# Everything a developer or CI needs, from a clean clone. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+KAFKA_LIBS := .kafka/libs
+DEMO_DIR := out/demo
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-unit test-integration lint format kafka kafka-3 kafka-stop \
+        kafka-fetch demo schema bench clean
+
+help:  ## list targets
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install the project with dev tools
+
+kafka-fetch:  ## download the Kafka broker jars with Maven (cached in .kafka/libs)
+	$(PYTHON) tools/kafka/localkafka.py fetch
+
+test: $(STAMP) kafka-fetch  ## run the whole suite (starts its own Kafka unless KAFKA_BOOTSTRAP_SERVERS is set)
+	$(PY) -m pytest -q
+
+test-unit: $(STAMP)  ## only the tests that need no broker
+	$(PY) -m pytest -q -m "not integration"
+
+lint: $(STAMP)  ## ruff + mypy strict on stream_app and schemas
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: $(STAMP)  ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+kafka: kafka-fetch  ## start a local single-node Kafka (KRaft) on 127.0.0.1:9092 in the background
+	$(PYTHON) tools/kafka/localkafka.py start
+
+kafka-3: kafka-fetch  ## start a three-node Kafka (replication factor 3) on 9092/9094/9096
+	$(PYTHON) tools/kafka/localkafka.py start --brokers 3
+
+kafka-stop:  ## stop the local Kafka
+	$(PYTHON) tools/kafka/localkafka.py stop
+
+schema: $(STAMP)  ## regenerate schemas/json from the pydantic models
+	$(VENV)/bin/stream-app schema --out schemas/json
+
+demo: $(STAMP) kafka-fetch  ## generate traffic, evaluate it offline, then run it live through Kafka
+	$(PY) -m stream_app.demo --dir $(DEMO_DIR)
+
+bench: $(STAMP)  ## speed and memory benchmark of the offline engine (figures in bench/results)
+	$(PY) bench/run.py
+
+clean:  ## remove the venv, caches, Kafka jars and demo output
+	rm -rf $(VENV) .kafka out .pytest_cache .mypy_cache .ruff_cache .hypothesis
