@@ -9,7 +9,6 @@ from pydantic import (
     AliasChoices,
     BeforeValidator,
     Field,
-    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -81,21 +80,23 @@ class Settings(BaseSettings):
     app_id: str = Field("churn-stream", min_length=1, description="Faust app id = consumer group.")
     topic_partitions: int = Field(8, ge=1, le=1024, description="Partitions of input/state topics.")
     topic_replication: int = Field(1, ge=1, le=7, description="Replication of topics created.")
-    topic_clickstream: str = "clickstream"
-    topic_dlq: str = "clickstream.dlq"
+    topic_clickstream: str = Field("clickstream", description="Input events, key = user_id.")
+    topic_dlq: str = Field("clickstream.dlq", description="Dead letters (bad input + reason).")
     topic_training: str = Field(
         "churn.training",
         description="Resolved training examples (created with 1 partition: one learner).",
     )
-    store: str = Field("memory://", description="Faust table store URL (memory:// or rocksdb://).")
+    store: str = Field(
+        "memory://",
+        description="Faust table store URL. memory:// rebuilds tables from their changelog "
+        "at start; rocksdb:// needs faust-streaming[rocksdb].",
+    )
     data_dir: str = Field("./stream-app-data", description="Faust data directory.")
     web_host: str = Field("127.0.0.1", description="Bind address of the HTTP server.")
     web_port: int = Field(6066, ge=1, le=65535, description="Port of /metrics and the API.")
-    api_token: SecretStr | None = Field(
-        None,
-        description="If set, user-data endpoints require 'Authorization: Bearer <token>'.",
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Worker log level."
     )
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     # --- Ingest -----------------------------------------------------------------------
     max_message_bytes: int = Field(65536, ge=256, description="Larger messages are dead letters.")
@@ -138,8 +139,10 @@ class Settings(BaseSettings):
         30 * 86400.0,
         description="Offline evaluation: no labels from the file's first this much event time.",
     )
-    learning_rate: float = Field(0.005, gt=0, le=10)
-    l2: float = Field(1e-4, ge=0, le=10)
+    learning_rate: float = Field(
+        0.005, gt=0, le=10, description="SGD step of the logistic regression."
+    )
+    l2: float = Field(1e-4, ge=0, le=10, description="L2 penalty of the logistic regression.")
     min_labels_ready: int = Field(
         500, ge=0, description="Labels before the model replaces the cold-start prior."
     )
