@@ -64,9 +64,6 @@ class Metrics:
             "1 when the learned model scores, 0 for the cold-start prior.",
             registry=r,
         )
-        self.snapshots_rejected = Counter(
-            "churn_model_snapshots_rejected", "Model snapshots that failed validation.", registry=r
-        )
         self.stream_time = Gauge(
             "churn_stream_time_seconds",
             "Highest event time seen, per partition.",
