@@ -84,6 +84,7 @@ class Engine:
         self.scorer: Scorer = scorer or ColdStartPrior(self.space.names)
         self._rescore = tuple(sorted(config.rescore_after))
         self._purchase_only = config.label_activity == "purchase"
+        self._score_min_interval = config.score_min_interval
         # No training snapshots before this event time. The offline driver sets it to the
         # file's first event + warm-up, so that labels come from users whose features had
         # time to fill (everyone looks brand new on the first day of a log).
@@ -104,10 +105,11 @@ class Engine:
         if ts is None:
             ts = event.ts.timestamp()
         result = StepResult()
-        if clock.is_late(ts):
+        if ts < clock.stream_time - clock.allowed_lateness:
             result.status = "late"
             return result
-        clock.observe(ts)
+        if ts > clock.stream_time:
+            clock.stream_time = ts
         uid = event.user_id
         state = store.get(uid)
         if state is None:
@@ -122,19 +124,17 @@ class Engine:
         new_session = state.apply(event, ts, h_id, self.space)
         if in_order:
             state.rescore_idx = 0
-            qualifying = event.event_type == "purchase" if self._purchase_only else new_session
-            if qualifying:
+            etype = event.event_type
+            if etype == "purchase" if self._purchase_only else new_session:
                 result.labels += self.labels.resolve_activity(state, ts)
             last = state.last_scored_ts
-            if (
-                math.isnan(last)
-                or ts - last >= self.config.score_min_interval
-                or event.event_type in SIGNAL_TYPES
-            ):
-                self._score(state, ts, "event", result)
-        state.due = self.next_deadline(state)
+            if not ts - last < self._score_min_interval or etype in SIGNAL_TYPES:
+                self._score(state, ts, "event", result)  # (NaN last: never scored yet)
+        due = self.next_deadline(state)
+        if due != state.due:
+            state.due = due
+            clock.schedule(uid, due)
         store[uid] = state
-        clock.schedule(uid, state.due)
         return result
 
     # --- timers -----------------------------------------------------------------------
