@@ -13,8 +13,10 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from tests.conftest import _localkafka
 
 
-@pytest.mark.skipif(bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")),
-                    reason="uses the local harness, not an external cluster")
+@pytest.mark.skipif(
+    bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")),
+    reason="uses the local harness, not an external cluster",
+)
 def test_three_brokers_keep_serving_after_one_is_killed(tmp_path: Path) -> None:
     lk = _localkafka()
     cluster = lk.start(tmp_path / "k3", brokers=3)
@@ -26,8 +28,9 @@ def test_three_brokers_keep_serving_after_one_is_killed(tmp_path: Path) -> None:
         admin.close()
         assert all(len(p["replicas"]) == 3 for p in desc["partitions"])
 
-        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", retries=10,
-                                 request_timeout_ms=15000)
+        producer = KafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", retries=10, request_timeout_ms=15000
+        )
         for i in range(30):
             producer.send("rf3", key=str(i).encode(), value=b"before")
         producer.flush(30)
@@ -37,9 +40,13 @@ def test_three_brokers_keep_serving_after_one_is_killed(tmp_path: Path) -> None:
         producer.flush(60)
         producer.close()
 
-        consumer = KafkaConsumer("rf3", bootstrap_servers=[bootstrap[0], bootstrap[2]],
-                                 auto_offset_reset="earliest", consumer_timeout_ms=15000,
-                                 group_id=None)
+        consumer = KafkaConsumer(
+            "rf3",
+            bootstrap_servers=[bootstrap[0], bootstrap[2]],
+            auto_offset_reset="earliest",
+            consumer_timeout_ms=15000,
+            group_id=None,
+        )
         values = [m.value for m in consumer]
         consumer.close()
         assert values.count(b"before") == 30 and values.count(b"after") == 30

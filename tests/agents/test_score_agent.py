@@ -1,0 +1,119 @@
+"""The Faust score agent in Faust's test context (no broker): what it sends where.
+
+``Topic.send`` is not stubbed by ``test_context()``, so it is patched to record the target
+topic of every send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from unittest.mock import patch
+
+import faust
+import pytest
+
+from stream_app.agents.score import partition_for
+from stream_app.app import create_app, wiring
+from stream_app.settings import load_settings
+
+PARTITIONS = 8
+
+
+def user_on(partition: int, start: int = 0) -> str:
+    return next(
+        f"u{i}"
+        for i in range(start, 10_000)
+        if partition_for(f"u{i}".encode(), PARTITIONS) == partition
+    )
+
+
+def event(user: str, ts: str, etype: str = "page_view", eid: str | None = None, **kw: Any) -> bytes:
+    return json.dumps(
+        {"event_id": eid or f"{user}-{ts}", "user_id": user, "event_type": etype, "ts": ts, **kw}
+    ).encode()
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> faust.App:
+    settings = load_settings(
+        topic_partitions=PARTITIONS,
+        data_dir=str(tmp_path),
+        horizon="1d",
+        snapshot_interval="1h",
+        allowed_lateness="1h",
+    )
+    app = create_app(settings)
+    app.finalize()
+    app.conf.store = "memory://"
+    app.flow_control.resume()
+    return app
+
+
+@pytest.fixture
+def sent() -> Iterator[list[tuple[str, bytes | None, bytes, int | None]]]:
+    calls: list[tuple[str, bytes | None, bytes, int | None]] = []
+
+    async def record(self: faust.topics.Topic, *args: Any, **kw: Any) -> None:
+        calls.append((self.get_topic_name(), kw.get("key"), kw["value"], kw.get("partition")))
+
+    with patch.object(faust.topics.Topic, "send", new=record):
+        yield calls
+
+
+def run(app: faust.App, messages: list[tuple[bytes | None, bytes, int]]) -> None:
+    async def go() -> None:
+        async with wiring(app).score_agent.test_context() as agent:
+            for key, value, partition in messages:
+                await agent.put(key=key, value=value, partition=partition)
+
+    asyncio.run(go())
+
+
+def test_valid_event_updates_the_table_and_a_duplicate_does_not(
+    app: faust.App, sent: list[Any]
+) -> None:
+    u = user_on(0)
+    raw = event(u, "2026-01-05T12:00:00Z", "purchase", revenue=5.0)
+    run(app, [(u.encode(), raw, 0), (u.encode(), raw, 0)])
+    w = wiring(app)
+    state = w.users.get(u)
+    assert state is not None and state.events_total == 1 and state.purchases_total == 1
+    assert w.metrics.duplicates._value.get() == 1
+    assert sent == []  # nothing to send yet: no dead letter, no label
+
+
+def test_bad_message_goes_to_the_dlq_with_its_source(app: faust.App, sent: list[Any]) -> None:
+    run(app, [(b"k", b"{bad", 0)])
+    ((topic, key, value, _),) = sent
+    letter = json.loads(value)
+    assert topic == "clickstream.dlq" and key == b"k"
+    assert letter["reason"] == "invalid_json" and letter["partition"] == 0
+    assert letter["source_topic"] == "clickstream" and letter["payload"] == "{bad"
+
+
+def test_misrouted_event_is_forwarded_not_applied(app: faust.App, sent: list[Any]) -> None:
+    u = user_on(3)
+    raw = event(u, "2026-01-05T12:00:00Z")
+    run(app, [(u.encode(), raw, 0)])  # arrived on partition 0, belongs on 3
+    assert sent == [("clickstream", u.encode(), raw, 3)]
+    assert wiring(app).users.get(u) is None
+
+
+def test_label_is_sent_to_the_training_topic(app: faust.App, sent: list[Any]) -> None:
+    u, other = user_on(0), user_on(0, start=int(user_on(0)[1:]) + 1)
+    run(
+        app,
+        [
+            (u.encode(), event(u, "2026-01-05T12:00:00Z"), 0),
+            (other.encode(), event(other, "2026-01-07T12:00:00Z"), 0),  # watermark passes T0 + 1d
+        ],
+    )
+    training = [json.loads(v) for t, _, v, _ in sent if t == "churn.training"]
+    mine = [ex for ex in training if ex["user_id"] == u]
+    assert mine and mine[0]["label"] == 1
+    assert mine[0]["scored_at"].startswith("2026-01-05T12:00:00")
+    assert set(mine[0]["features"]) >= {"days_since_last_event", "purchases_7d"}
