@@ -185,44 +185,28 @@ class Generator:
             out.append((t, ev(u, "search", t, sid, f',"query":"{q} deals"')))
         n_views = 1 + int(-math.log(1.0 - r.random()) * (4.0 if not leaving else 2.5))
         cart: list[tuple[str, float]] = []
+        # The hot loop (most events are views): random draws inlined, not via helpers.
+        rnd = r.random
+        favs, n_favs = u.favourites, len(u.favourites)
         for _ in range(n_views):
-            t += _randint(r, 8, 120)
-            cat = _choice(r, u.favourites) if r.random() < 0.75 else _choice(r, CATEGORIES)
-            price = round(u.price_level * _choice(r, _PRICE_NOISE), 2)
-            pid = f"p{_randint(r, 1, 5000)}"
-            if r.random() < 0.3:
+            t += 8 + int(rnd() * 113)
+            if rnd() < 0.75:
+                cat = favs[int(rnd() * n_favs)]
+            else:
+                cat = CATEGORIES[int(rnd() * len(CATEGORIES))]
+            if rnd() < 0.3:
                 out.append((t, ev(u, "page_view", t, sid, f',"category":"{cat}"')))
                 continue
-            out.append(
-                (
-                    t,
-                    ev(
-                        u,
-                        "product_view",
-                        t,
-                        sid,
-                        f',"product_id":"{pid}","category":"{cat}","price":{price}',
-                    ),
-                )
-            )
-            if r.random() < 0.18:
-                t += _randint(r, 5, 40)
-                out.append(
-                    (
-                        t,
-                        ev(
-                            u,
-                            "add_to_cart",
-                            t,
-                            sid,
-                            f',"product_id":"{pid}","category":"{cat}","price":{price},'
-                            f'"quantity":1',
-                        ),
-                    )
-                )
+            price = round(u.price_level * _PRICE_NOISE[int(rnd() * len(_PRICE_NOISE))], 2)
+            pid = f"p{1 + int(rnd() * 5000)}"
+            item = f',"product_id":"{pid}","category":"{cat}","price":{price}'
+            out.append((t, ev(u, "product_view", t, sid, item)))
+            if rnd() < 0.18:
+                t += 5 + int(rnd() * 36)
+                out.append((t, ev(u, "add_to_cart", t, sid, item + ',"quantity":1')))
                 cart.append((cat, price))
-                if r.random() < (0.1 if not leaving else 0.3):
-                    t += _randint(r, 5, 60)
+                if rnd() < (0.1 if not leaving else 0.3):
+                    t += 5 + int(rnd() * 56)
                     out.append((t, ev(u, "remove_from_cart", t, sid, f',"product_id":"{pid}"')))
                     cart.pop()
         if cart and r.random() < 0.55:
