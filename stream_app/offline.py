@@ -169,6 +169,7 @@ def _evaluate(
         settings.min_labels_ready,
     )
     learner = Learner(model)
+    prior = engine.scorer
     decoder = Decoder(settings.max_message_bytes, settings.max_future_skew, time.time)
     invalid: Counter[str] = Counter()
     events = _sorted(path, decoder, invalid) if ordered else _streamed(path, decoder, invalid)
@@ -202,8 +203,7 @@ def _evaluate(
                 )
             if learner.learn(lab):
                 snap = model.snapshot(version=model.version + 1)
-                if snap.ready:
-                    engine.scorer = LinearScorer(snap)
+                engine.scorer = LinearScorer(snap) if snap.ready else prior
 
     first = True
     try:

@@ -12,7 +12,7 @@ import math
 from river import drift, metrics
 
 from stream_app.core.labels import Label
-from stream_app.core.model import OnlineModel
+from stream_app.core.model import ColdStartPrior, OnlineModel
 
 _EPS = 1e-15
 
@@ -23,7 +23,13 @@ def log_loss(y: int, p: float) -> float:
 
 
 class Learner:
-    """Owns the model; one per deployment (the training topic has one partition)."""
+    """Owns the model; one per deployment (the training topic has one partition).
+
+    Champion/challenger: on every label, before learning, the model's own prediction and the
+    cold-start prior's are scored on the same example (rolling AUC over ``rolling_window``).
+    The model only takes over scoring (``model.ready``) once it has ``min_labels_ready``
+    labels *and* ranks at least as well as the prior; it hands back if it falls behind.
+    """
 
     def __init__(
         self, model: OnlineModel, snapshot_every: int = 500, rolling_window: int = 2000
@@ -31,6 +37,9 @@ class Learner:
         self.model = model
         self.snapshot_every = snapshot_every
         self.rolling_auc = metrics.RollingROCAUC(window_size=rolling_window)
+        self.challenger_auc = metrics.RollingROCAUC(window_size=rolling_window)
+        self.prior_auc = metrics.RollingROCAUC(window_size=rolling_window)
+        self.prior = ColdStartPrior(model.features)
         self.detector = drift.ADWIN()
         self.n = 0
         self.positives = 0
@@ -46,6 +55,11 @@ class Learner:
         self.positives += y
         self.loss_sum += loss
         self.rolling_auc.update(bool(y), label.p)
+        if self.n > self.model.min_labels_ready // 2:  # no use judging an empty model
+            vec = [label.features[name] for name in self.model.features]
+            self.challenger_auc.update(bool(y), self.model.predict_proba_one(label.features))
+            self.prior_auc.update(bool(y), self.prior.score(vec))
+            self.model.beats_prior = self.challenger_auc.get() >= self.prior_auc.get()
         self.detector.update(loss)
         if self.detector.drift_detected:
             self.drifts += 1
@@ -62,6 +76,8 @@ class Learner:
             "positives": float(self.positives),
             "logloss": self.loss_sum / self.n if self.n else math.nan,
             "rolling_auc": float(self.rolling_auc.get()) if self.n else math.nan,
+            "challenger_auc": float(self.challenger_auc.get()) if self.n else math.nan,
+            "prior_auc": float(self.prior_auc.get()) if self.n else math.nan,
             "drifts": float(self.drifts),
         }
 

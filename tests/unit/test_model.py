@@ -55,7 +55,26 @@ def test_model_learns_the_signal() -> None:
     model, xs = trained(2000)
     ys = [int(x["log_days_since_last_event"] > 0.5) for x in xs]
     assert roc_auc(ys, [model.predict_proba_one(x) for x in xs]) > 0.9
-    assert model.ready
+    assert model.n_labels >= model.min_labels_ready
+    assert not model.ready  # only the learner's champion/challenger check hands over
+
+
+def test_learner_hands_over_once_the_model_beats_the_prior() -> None:
+    from stream_app.core.labels import Label
+
+    rng = random.Random(4)
+    model = OnlineModel(SPACE.names, SPACE.schema, learning_rate=0.05, min_labels_ready=300)
+    learner = Learner(model, rolling_window=300)
+    ready_at = None
+    for i in range(1500):
+        x = {name: rng.gauss(0, 1) for name in SPACE.names}
+        y = int(x["returns_7d"] + 0.5 * rng.gauss(0, 1) > 0.8)  # a signal the prior ignores
+        learner.learn(Label("u", float(i), float(i + 1), y, 0.5, x, False, 0))
+        if ready_at is None and model.ready:
+            ready_at = i + 1
+    assert ready_at is not None and ready_at >= 300
+    s = learner.summary()
+    assert s["challenger_auc"] > 0.8 > 0.6 > s["prior_auc"]
 
 
 def test_snapshot_for_another_feature_space_is_refused() -> None:
