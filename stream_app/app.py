@@ -66,30 +66,21 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         producer_acks=-1,
         table_cleanup_interval=3600.0,
     )
-    clickstream = app.topic(
-        settings.topic_clickstream,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.topic_partitions,
-    )
-    dlq = app.topic(
-        settings.topic_dlq,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.topic_partitions,
-    )
-    training = app.topic(
-        settings.topic_training,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=1,
-    )
+
+    def raw_topic(name: str, partitions: int) -> Any:
+        # Bytes in, bytes out: decoding is ours (ingest.py), so bad input is data, not a crash.
+        return app.topic(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=partitions,
+        )
+
+    clickstream = raw_topic(settings.topic_clickstream, settings.topic_partitions)
+    dlq = raw_topic(settings.topic_dlq, settings.topic_partitions)
+    training = raw_topic(settings.topic_training, 1)
     users = app.Table("users", key_type=str, partitions=settings.topic_partitions)
     # Faust derives a table's value codec from value_type (a Record) and otherwise uses
     # json; UserState has its own JSON codec, set before the changelog topic is built.
