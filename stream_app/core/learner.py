@@ -59,7 +59,6 @@ class Learner:
             vec = [label.features[name] for name in self.model.features]
             self.challenger_auc.update(bool(y), self.model.predict_proba_one(label.features))
             self.prior_auc.update(bool(y), self.prior.score(vec))
-            self.model.beats_prior = self.challenger_auc.get() >= self.prior_auc.get()
         self.detector.update(loss)
         if self.detector.drift_detected:
             self.drifts += 1
@@ -67,6 +66,10 @@ class Learner:
         self._since_snapshot += 1
         if self._since_snapshot >= self.snapshot_every:
             self._since_snapshot = 0
+            # Judged here, not per label: scorers only change with a snapshot, and a rolling
+            # AUC costs about 8 microseconds to read.
+            if self.n > self.model.min_labels_ready // 2:
+                self.model.beats_prior = self.challenger_auc.get() >= self.prior_auc.get()
             return True
         return False
 
