@@ -120,8 +120,16 @@ def start_worker(
         w.stop()
 
 
-def consume_all(bootstrap: str, topic: str, expect: int, timeout: float = 60.0) -> list[Any]:
-    """Read a topic from the beginning until ``expect`` messages arrived (or time out)."""
+def consume_all(
+    bootstrap: str,
+    topic: str,
+    expect: int = 0,
+    timeout: float = 60.0,
+    done: Callable[[list[Any]], bool] | None = None,
+) -> list[Any]:
+    """Read a topic from the beginning until ``done(messages)`` (default: ``expect``
+    messages arrived) or the timeout."""
+    finished = done or (lambda msgs: len(msgs) >= expect)
     consumer = KafkaConsumer(
         topic,
         bootstrap_servers=bootstrap.split(","),
@@ -133,10 +141,10 @@ def consume_all(bootstrap: str, topic: str, expect: int, timeout: float = 60.0) 
     out: list[Any] = []
     deadline = time.monotonic() + timeout
     try:
-        while len(out) < expect and time.monotonic() < deadline:
+        while not finished(out) and time.monotonic() < deadline:
             for msg in consumer:
                 out.append(msg)
-                if len(out) >= expect:
+                if finished(out):
                     break
     finally:
         consumer.close()

@@ -11,6 +11,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from tests.conftest import _localkafka
+from tests.integration.conftest import wait_for
 
 
 @pytest.mark.skipif(
@@ -24,9 +25,14 @@ def test_three_brokers_keep_serving_after_one_is_killed(tmp_path: Path) -> None:
         bootstrap = cluster.bootstrap.split(",")
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         admin.create_topics([NewTopic("rf3", 3, 3, topic_configs={"min.insync.replicas": "2"})])
-        desc = admin.describe_topics(["rf3"])[0]
+        # metadata can lag the creation by a moment: wait for all three partitions
+        parts = wait_for(
+            lambda: (p := admin.describe_topics(["rf3"])[0]["partitions"]) and len(p) == 3 and p,
+            30,
+            "rf3 metadata",
+        )
         admin.close()
-        assert all(len(p["replicas"]) == 3 for p in desc["partitions"])
+        assert sorted(len(p["replica_nodes"]) for p in parts) == [3, 3, 3]
 
         producer = KafkaProducer(
             bootstrap_servers=bootstrap, acks="all", retries=10, request_timeout_ms=15000
