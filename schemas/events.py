@@ -96,7 +96,3 @@ Event = Annotated[
     Field(discriminator="event_type"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
-
-KNOWN_FIELDS: frozenset[str] = frozenset(
-    {"v", "event_type", "revenue", "rating", "query"} | set(_EventBase.model_fields)
-)

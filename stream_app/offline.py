@@ -81,7 +81,6 @@ class EvaluationRun:
     labels: list[int] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     recency: list[float] = field(default_factory=list)
-    label_times: list[float] = field(default_factory=list)
     versions: list[int] = field(default_factory=list)
 
 
@@ -187,7 +186,6 @@ def _evaluate(
             run.labels.append(lab.label)
             run.scores.append(lab.p)
             run.recency.append(lab.features.get("days_since_last_event", 0.0))
-            run.label_times.append(lab.resolved_at)
             run.versions.append(lab.model_version)
             if pred_fh is not None:
                 pred_fh.write(

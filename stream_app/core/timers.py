@@ -30,16 +30,9 @@ class PartitionClock:
     def watermark(self) -> float:
         return self.stream_time - self.allowed_lateness
 
-    def is_late(self, ts: float) -> bool:
-        return ts < self.watermark
-
     def observe(self, ts: float) -> None:
         if ts > self.stream_time:
             self.stream_time = ts
-
-    def advance_to(self, stream_time: float) -> None:
-        """Move stream time forward without an event (a quiet, caught-up partition)."""
-        self.observe(stream_time)
 
     def schedule(self, user_id: str, deadline: float) -> None:
         if not math.isfinite(deadline):
@@ -65,9 +58,6 @@ class PartitionClock:
                 del self._scheduled[uid]
                 due.append(uid)
         return due
-
-    def forget(self, user_id: str) -> None:
-        self._scheduled.pop(user_id, None)
 
     def reset(self) -> None:
         self._heap.clear()
