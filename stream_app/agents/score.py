@@ -115,14 +115,14 @@ class ScoreHandler:
             return self._reject(raw, decoded.rejection, source, None)
         event = decoded.event
         assert event is not None
-        if decoded.unknown_fields:
-            self.metrics.unknown_fields.inc(len(decoded.unknown_fields))
         uid_bytes = event.user_id.encode()
         expected = partition_for(uid_bytes, self.partitions)
         if key != uid_bytes or partition != expected:
             # Never apply a user's event on another partition's state: forward it.
             self.metrics.rerouted.inc()
             return Outcome("rerouted", [Send("clickstream", uid_bytes, raw, expected)])
+        if decoded.unknown_fields:  # counted once, where the event is applied
+            self.metrics.unknown_fields.inc(len(decoded.unknown_fields))
         clock = self.clock_for(store, partition)
         result = self.engine.process(store, clock, event, decoded.ts)
         if result.status == "late":

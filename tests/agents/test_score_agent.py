@@ -117,3 +117,15 @@ def test_label_is_sent_to_the_training_topic(app: faust.App, sent: list[Any]) ->
     assert mine and mine[0]["label"] == 1
     assert mine[0]["scored_at"].startswith("2026-01-05T12:00:00")
     assert set(mine[0]["features"]) >= {"days_since_last_event", "purchases_7d"}
+
+
+def test_unknown_fields_are_counted_once_even_when_forwarded(
+    app: faust.App, sent: list[Any]
+) -> None:
+    u = user_on(0)
+    raw = event(u, "2026-01-05T12:00:00Z", colour="red")
+    run(app, [(b"wrong-key", raw, 0), (u.encode(), raw, 0)])  # forwarded copy arrives back
+    w = wiring(app)
+    assert w.metrics.rerouted._value.get() == 1
+    assert w.metrics.unknown_fields._value.get() == 1
+    assert w.users.get(u).events_total == 1
