@@ -47,6 +47,15 @@ class UserStateCodec(codecs.Codec):
 codecs.register("userstate", UserStateCodec())
 
 
+class UserTable(faust.Table):  # type: ignore[type-arg]
+    """The users table. Faust builds a table's changelog topic with a codec derived from
+    value_type (a Record, else json) before we can set ours, so changelog messages come
+    back from recovery as plain JSON dicts: turn them back into UserState here."""
+
+    def _to_value(self, v: Any) -> Any:
+        return UserState.from_dict(v) if isinstance(v, dict) else v
+
+
 def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     metrics = metrics or Metrics()
     app = faust.App(
@@ -81,10 +90,17 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     clickstream = raw_topic(settings.topic_clickstream, settings.topic_partitions)
     dlq = raw_topic(settings.topic_dlq, settings.topic_partitions)
     training = raw_topic(settings.topic_training, 1)
-    users = app.Table("users", key_type=str, partitions=settings.topic_partitions)
-    # Faust derives a table's value codec from value_type (a Record) and otherwise uses
-    # json; UserState has its own JSON codec, set before the changelog topic is built.
-    users.value_serializer = "userstate"  # type: ignore[attr-defined]
+    users: Any = app.tables.add(
+        UserTable(
+            app,
+            name="users",
+            beacon=app.tables.beacon,
+            key_type=str,
+            partitions=settings.topic_partitions,
+        )
+    )
+    # Writes go through UserState's JSON codec (faust's json cannot encode the object).
+    users.value_serializer = "userstate"
 
     engine = Engine(EngineConfig.from_settings(settings))
     decoder = Decoder(settings.max_message_bytes, settings.max_future_skew, time.time)

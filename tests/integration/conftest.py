@@ -85,9 +85,18 @@ def start_worker(
 ) -> Iterator[Callable[..., Worker]]:
     workers: list[Worker] = []
 
-    def start(**settings: str) -> Worker:
+    def start(like: Worker | None = None, **settings: str) -> Worker:
+        """A new worker; ``like=w`` starts one with w's settings (same app id and topics:
+        a restart, or a second member of the consumer group)."""
         tag = uuid.uuid4().hex[:8]
         tmp = tmp_path_factory.mktemp(f"worker-{tag}")
+        if like is not None:
+            env = {
+                **like.env,
+                "STREAM_APP_WEB_PORT": str(free_port()),
+                "STREAM_APP_DATA_DIR": str(tmp / "data"),
+            }
+            return _launch(Worker(env, tmp / "worker.log"))
         env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_APP_")}
         env.update(
             {
@@ -103,7 +112,9 @@ def start_worker(
             }
         )
         env.update({f"STREAM_APP_{k.upper()}": v for k, v in settings.items()})
-        worker = Worker(env, tmp / "worker.log")
+        return _launch(Worker(env, tmp / "worker.log"))
+
+    def _launch(worker: Worker) -> Worker:
         workers.append(worker)
         try:
             wait_for(lambda: not worker.alive() or worker.get("/health"), 60, "worker /health")
