@@ -160,10 +160,6 @@ class Generator:
             decay=3 + r.random() * 12,
         )
 
-    def _ts(self, t: int) -> str:
-        day, sec = divmod(t - self.start_epoch, DAY)
-        return f"{self.day_prefix[day]}{_HMS[sec]}Z"
-
     def _event(self, u: User, etype: str, t: int, sid: str, extra: str = "") -> str:
         self.counter += 1
         day, sec = divmod(t - self.start_epoch, DAY)
