@@ -23,6 +23,7 @@ from pydantic import TypeAdapter
 
 from stream_app.core.engine import Engine, EngineConfig
 from stream_app.core.features import UserState
+from stream_app.core.labels import Label
 from stream_app.core.learner import Learner, roc_auc
 from stream_app.core.model import LinearScorer, OnlineModel
 from stream_app.errors import InputFileError
@@ -71,6 +72,7 @@ class EvaluateOptions:
     report_dir: Path | None = None
     progress: IO[str] | None = None
     progress_every: int = 200_000
+    keep_labels: bool = False  # keep every resolved Label (features included) in the run
 
 
 @dataclass
@@ -82,6 +84,7 @@ class EvaluationRun:
     scores: list[float] = field(default_factory=list)
     recency: list[float] = field(default_factory=list)
     versions: list[int] = field(default_factory=list)
+    resolved: list[Label] = field(default_factory=list)  # only with keep_labels
 
 
 class _Unsorted(Exception):
@@ -187,6 +190,8 @@ def _evaluate(
             run.scores.append(lab.p)
             run.recency.append(lab.features.get("days_since_last_event", 0.0))
             run.versions.append(lab.model_version)
+            if options.keep_labels:
+                run.resolved.append(lab)
             if pred_fh is not None:
                 pred_fh.write(
                     json.dumps(

@@ -52,8 +52,11 @@ def test_worker_and_offline_driver_agree(
     )
     settings = load_settings(**ENGINE, eval_warmup=0)
     preds = tmp_path / "pred.jsonl"
-    evaluate(path, settings, EvaluateOptions(predictions_out=preds))
+    run = evaluate(path, settings, EvaluateOptions(predictions_out=preds, keep_labels=True))
     offline = [json.loads(x) for x in preds.read_text().splitlines()]
+    offline_features = {
+        (lab.user_id, round(lab.scored_at, 3)): lab.features for lab in run.resolved
+    }
 
     worker = start_worker(**ENGINE)
     partitions = int(worker.env["STREAM_APP_TOPIC_PARTITIONS"])
@@ -99,3 +102,12 @@ def test_worker_and_offline_driver_agree(
         done=lambda m: len(finals(m)) >= len(expected),
     )
     assert finals(msgs) == expected
+    # and the feature vectors the learner trains on are the same, value for value
+    compared = 0
+    for x in msgs:
+        m = json.loads(x.value)
+        key = (m["user_id"], round(ts(m["scored_at"]), 3))
+        if final(m["user_id"], ts(m["scored_at"])):
+            assert m["features"] == offline_features[key], key
+            compared += 1
+    assert compared == len(expected)
