@@ -107,7 +107,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     users.value_serializer = "userstate"
 
     engine = Engine(EngineConfig.from_settings(settings))
-    decoder = Decoder(settings.max_message_bytes, settings.max_future_skew, time.time)
+    decoder = Decoder.from_settings(settings)
     handler = ScoreHandler(
         engine,
         decoder,

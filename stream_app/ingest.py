@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -95,6 +96,11 @@ class Decoder:
         self.max_bytes = max_bytes
         self.max_future_skew = max_future_skew
         self.clock = clock
+
+    @classmethod
+    def from_settings(cls, settings: Any, clock: Clock = time.time) -> Decoder:
+        """The decoder every driver uses: limits from Settings, wall clock for the skew."""
+        return cls(settings.max_message_bytes, settings.max_future_skew, clock)
 
     def decode(self, raw: bytes) -> Decoded:
         if len(raw) > self.max_bytes:

@@ -49,7 +49,7 @@ def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
 def validate_file(path: Path, err: IO[str]) -> dict[str, Any]:
     """One line per bad record on ``err``; returns the summary printed on stdout."""
     settings = load_settings()
-    decoder = Decoder(settings.max_message_bytes, settings.max_future_skew, time.time)
+    decoder = Decoder.from_settings(settings)
     valid = invalid = 0
     reasons: Counter[str] = Counter()
     for n, raw in iter_lines(path):
@@ -172,7 +172,7 @@ def _evaluate(
     )
     learner = Learner(model)
     prior = engine.scorer
-    decoder = Decoder(settings.max_message_bytes, settings.max_future_skew, time.time)
+    decoder = Decoder.from_settings(settings)
     invalid: Counter[str] = Counter()
     events = _sorted(path, decoder, invalid) if ordered else _streamed(path, decoder, invalid)
 

@@ -45,7 +45,6 @@ class Send:
 class Outcome:
     status: str  # applied | duplicate | late | invalid | rerouted
     sends: list[Send] = field(default_factory=list)
-    result: StepResult | None = None
 
 
 def label_message(label: Label) -> TrainingExample:
@@ -139,7 +138,7 @@ class ScoreHandler:
             )
         if result.status == "duplicate":
             self.metrics.duplicates.inc()
-            return Outcome("duplicate", result=result)
+            return Outcome("duplicate")
         self.metrics.events.labels(event.event_type).inc()
         timers = self.engine.advance(store, clock)
         if timers is not None:
@@ -150,7 +149,7 @@ class ScoreHandler:
             Send("training", lab.user_id.encode(), label_message(lab).model_dump_json().encode())
             for lab in result.labels
         ]
-        return Outcome("applied", sends, result)
+        return Outcome("applied", sends)
 
     def _observe(self, partition: int, clock: PartitionClock, result: StepResult) -> None:
         m = self.metrics

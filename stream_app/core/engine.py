@@ -105,7 +105,7 @@ class Engine:
         if ts is None:
             ts = event.ts.timestamp()
         result = StepResult()
-        if ts < clock.stream_time - clock.allowed_lateness:
+        if ts < clock.watermark:
             result.status = "late"
             return result
         if ts > clock.stream_time:

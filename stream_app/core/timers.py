@@ -44,7 +44,7 @@ class PartitionClock:
 
     def has_due(self) -> bool:
         heap = self._heap
-        return bool(heap) and heap[0][0] < self.stream_time - self.allowed_lateness
+        return bool(heap) and heap[0][0] < self.watermark
 
     def pop_due(self) -> list[str]:
         """Users with a deadline strictly before the watermark (an event stamped exactly at

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,11 +16,9 @@ import pytest
 from kafka import KafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import _localkafka
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+free_port = _localkafka().free_port
 
 
 def wait_for(cond: Callable[[], Any], timeout: float, what: str, every: float = 0.25) -> Any:
