@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from datetime import datetime
+from typing import Annotated, Literal, Protocol
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
 
@@ -96,3 +97,21 @@ Event = Annotated[
     Field(discriminator="event_type"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+class EventView(Protocol):
+    """What the engine reads of an event: satisfied by the pydantic models above and by the
+    hot-path structs of :mod:`schemas.wire`. ``rating`` is read only from reviews."""
+
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def event_type(self) -> str: ...
+    @property
+    def ts(self) -> datetime: ...
+    @property
+    def category(self) -> str | None: ...
+    @property
+    def revenue(self) -> float | None: ...

@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from pydantic import ValidationError
 
-from schemas.events import EVENT_ADAPTER, EVENT_TYPES, Event
+from schemas.events import EVENT_ADAPTER, EVENT_TYPES, EventView
 from schemas.outputs import DeadLetter, DeadLetterReason
+from schemas.wire import WIRE_DECODER
 
 Clock = Callable[[], float]
 
@@ -37,9 +39,10 @@ class Rejection:
 
 @dataclass(slots=True)
 class Decoded:
-    """Exactly one of ``event`` and ``rejection`` is set."""
+    """Exactly one of ``event`` and ``rejection`` is set. ``event`` is a hot-path struct
+    (schemas.wire) or, for messages only the reference path takes, a pydantic model."""
 
-    event: Event | None
+    event: EventView | None
     rejection: Rejection | None
     unknown_fields: tuple[str, ...] = ()
     ts: float = 0.0  # event.ts as POSIX seconds (computed once: it is not free)
@@ -84,6 +87,11 @@ def _rejection_from(exc: ValidationError) -> Rejection:
 class Decoder:
     """Turns raw message bytes into events. Never raises on bad input.
 
+    Two paths, one verdict: the msgspec structs of :mod:`schemas.wire` decode and check a
+    message in about a third of the time; whatever they refuse (a broken message, or one
+    with unknown fields) is validated by the pydantic models, which name the broken rule
+    or accept it and report the unknown fields.
+
     >>> d = Decoder(max_bytes=1024, max_future_skew=3600, clock=lambda: 1.9e9)
     >>> d.decode(b'{"event_id":"e1","user_id":"u1","event_type":"purchase",'
     ...          b'"ts":"2026-01-05T12:00:00Z","revenue":42.0}').event.revenue
@@ -110,15 +118,24 @@ class Decoder:
                     "too_large", None, f"message is {len(raw)} bytes, limit {self.max_bytes}"
                 ),
             )
+        event: EventView
+        extra: dict[str, Any] | None = None
         try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            return Decoded(None, Rejection("invalid_utf8", None, f"not UTF-8 at byte {exc.start}"))
-        try:
-            event = EVENT_ADAPTER.validate_json(text)
-        except ValidationError as exc:
-            return Decoded(None, _rejection_from(exc))
-        ts = event.ts.timestamp()
+            event = WIRE_DECODER.decode(raw)
+            ts = event.ts.timestamp()
+        except (msgspec.ValidationError, msgspec.DecodeError, ValueError):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return Decoded(
+                    None, Rejection("invalid_utf8", None, f"not UTF-8 at byte {exc.start}")
+                )
+            try:
+                model = EVENT_ADAPTER.validate_json(text)
+            except ValidationError as exc:
+                return Decoded(None, _rejection_from(exc))
+            event, extra = model, model.model_extra
+            ts = model.ts.timestamp()
         if ts > self.clock() + self.max_future_skew:
             return Decoded(
                 None,
@@ -128,7 +145,6 @@ class Decoder:
                     f"ts is more than {self.max_future_skew:.0f}s ahead of the wall clock",
                 ),
             )
-        extra = event.model_extra
         return Decoded(event, None, tuple(extra) if extra else (), ts)
 
 
@@ -138,7 +154,7 @@ def dead_letter(
     source: Source,
     keep_bytes: int,
     received_at: float,
-    event: Event | None = None,
+    event: EventView | None = None,
     hints: dict[str, Any] | None = None,
 ) -> DeadLetter:
     """Build the dead letter for a refused message, keeping a bounded copy of its bytes."""

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from kafka.partitioner.default import murmur2
 
-from schemas.events import Event
+from schemas.events import EventView
 from schemas.outputs import TrainingExample
 from stream_app.core.engine import Engine, StepResult
 from stream_app.core.features import UserState
@@ -164,7 +164,7 @@ class ScoreHandler:
             m.labels.labels(str(lab.label)).inc()
 
     def _reject(
-        self, raw: bytes, rejection: Rejection, source: Source, event: Event | None
+        self, raw: bytes, rejection: Rejection, source: Source, event: EventView | None
     ) -> Outcome:
         self.metrics.invalid.labels(rejection.reason).inc()
         hints = None

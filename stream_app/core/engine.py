@@ -13,7 +13,7 @@ from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from schemas.events import Event
+from schemas.events import EventView
 from stream_app.core.features import FeatureSpace, UserState, event_hash
 from stream_app.core.labels import Label, LabelBook
 from stream_app.core.model import ColdStartPrior, Scorer
@@ -98,7 +98,7 @@ class Engine:
         self,
         store: MutableMapping[str, UserState],
         clock: PartitionClock,
-        event: Event,
+        event: EventView,
         ts: float | None = None,
     ) -> StepResult:
         """Apply one event; ``ts`` is ``event.ts`` as POSIX seconds if the caller has it."""

@@ -18,7 +18,7 @@ from array import array
 from collections.abc import Sequence
 from typing import Any
 
-from schemas.events import EVENT_TYPES, Event, ReviewEvent
+from schemas.events import EVENT_TYPES, EventView
 
 DAY = 86400.0
 LN2 = math.log(2.0)
@@ -44,6 +44,7 @@ N_SLOTS = N_TYPES + 2
 _PURCHASE = TYPE_INDEX["purchase"]
 _CART_ADD = TYPE_INDEX["add_to_cart"]
 _RETURN = TYPE_INDEX["return"]
+_REVIEW = TYPE_INDEX["review"]
 TOP_CATEGORIES = 8
 _REANCHOR = 600.0  # re-anchor before 2**(dt/h) exceeds 2**600 (float max is ~2**1024)
 
@@ -184,7 +185,7 @@ class UserState:
         self.recent_pos = (pos + 8) % len(self.recent)
 
     # --- updates ----------------------------------------------------------------------
-    def apply(self, event: Event, ts: float, h_id: bytes, space: FeatureSpace) -> bool:
+    def apply(self, event: EventView, ts: float, h_id: bytes, space: FeatureSpace) -> bool:
         """Fold one event in; returns True when it starts a new (gap-based) session."""
         inv_half_lives = space.inv
         self.remember(h_id)
@@ -219,8 +220,8 @@ class UserState:
             self.purchases_total += 1
             if not ts <= self.last_purchase_ts:  # also true when NaN (never purchased)
                 self.last_purchase_ts = ts
-        if isinstance(event, ReviewEvent):
-            self.rating_sum += event.rating
+        if slot == _REVIEW:
+            self.rating_sum += event.rating  # type: ignore[attr-defined]  # reviews have it
             self.rating_n += 1
         if event.category:
             self._touch_category(event.category)
