@@ -204,8 +204,8 @@ def _evaluate(
                     )
                     + "\n"
                 )
-            if learner.learn(lab):
-                snap = model.snapshot(version=model.version + 1)
+            snap = learner.learn(lab)
+            if snap is not None:
                 engine.scorer = LinearScorer(snap) if snap.ready else prior
 
     first = True

@@ -39,6 +39,9 @@ class Label:
     features: dict[str, float]
     treated: bool
     model_version: int
+    # The same features as a vector in feature-space order, when the engine made the label
+    # (saves the learner rebuilding it from the dict).
+    vector: Sequence[float] | None = None
 
     @property
     def example_id(self) -> str:
@@ -125,4 +128,5 @@ class LabelBook:
             features,
             bool(snap[3]),
             int(snap[4]),
+            snap[2],
         )

@@ -11,8 +11,9 @@ import math
 
 from river import drift, metrics
 
+from schemas.outputs import ModelSnapshot
 from stream_app.core.labels import Label
-from stream_app.core.model import ColdStartPrior, OnlineModel
+from stream_app.core.model import ColdStartPrior, LinearScorer, OnlineModel
 
 _EPS = 1e-15
 
@@ -25,10 +26,13 @@ def log_loss(y: int, p: float) -> float:
 class Learner:
     """Owns the model; one per deployment (the training topic has one partition).
 
-    Champion/challenger: on every label, before learning, the model's own prediction and the
-    cold-start prior's are scored on the same example (rolling AUC over ``rolling_window``).
-    The model only takes over scoring (``model.ready``) once it has ``min_labels_ready``
-    labels *and* ranks at least as well as the prior; it hands back if it falls behind.
+    Champion/challenger: on every label, before learning, the prediction of the model's
+    latest snapshot (what would score if it took over) and the cold-start prior's are scored
+    on the same example (rolling AUC over ``rolling_window``). The model only takes over
+    scoring (``model.ready``) once it has ``min_labels_ready`` labels *and* ranks at least as
+    well as the prior; it hands back if it falls behind. The snapshot is judged rather than
+    the live pipeline because the snapshot is what workers score with, and because scoring
+    it costs ~2 us where River's ``predict_proba_one`` costs ~15 us.
     """
 
     def __init__(
@@ -46,32 +50,48 @@ class Learner:
         self.loss_sum = 0.0
         self.drifts = 0
         self._since_snapshot = 0
+        self._challenger: LinearScorer | None = None
 
-    def learn(self, label: Label) -> bool:
-        """Evaluate then learn one example; True when a new snapshot is due."""
+    def learn(self, label: Label) -> ModelSnapshot | None:
+        """Evaluate then learn one example; returns a new snapshot (version + 1) every
+        ``snapshot_every`` labels, else None."""
         y = label.label
         loss = log_loss(y, label.p)
         self.n += 1
         self.positives += y
         self.loss_sum += loss
         self.rolling_auc.update(bool(y), label.p)
-        if self.n > self.model.min_labels_ready // 2:  # no use judging an empty model
-            vec = [label.features[name] for name in self.model.features]
-            self.challenger_auc.update(bool(y), self.model.predict_proba_one(label.features))
+        challenger = self._challenger
+        if challenger is not None:
+            vec = label.vector
+            if vec is None:
+                vec = [label.features[name] for name in self.model.features]
+            self.challenger_auc.update(bool(y), challenger.score(vec))
             self.prior_auc.update(bool(y), self.prior.score(vec))
         self.detector.update(loss)
         if self.detector.drift_detected:
             self.drifts += 1
         self.model.learn_one(label.features, y)
         self._since_snapshot += 1
-        if self._since_snapshot >= self.snapshot_every:
-            self._since_snapshot = 0
-            # Judged here, not per label: scorers only change with a snapshot, and a rolling
-            # AUC costs about 8 microseconds to read.
-            if self.n > self.model.min_labels_ready // 2:
-                self.model.beats_prior = self.challenger_auc.get() >= self.prior_auc.get()
-            return True
-        return False
+        if self._since_snapshot < self.snapshot_every:
+            return None
+        self._since_snapshot = 0
+        # Judged here, not per label: scorers only change with a snapshot, and a rolling AUC
+        # costs about 8 microseconds to read.
+        if challenger is not None:
+            self.model.beats_prior = self.challenger_auc.get() >= self.prior_auc.get()
+        snap = self.model.snapshot(version=self.model.version + 1, metrics=self._metrics())
+        self._challenger = LinearScorer(snap)
+        return snap
+
+    def _metrics(self) -> dict[str, float]:
+        if self._challenger is None:
+            return {}
+        return {
+            "rolling_auc": float(self.rolling_auc.get()),
+            "challenger_auc": float(self.challenger_auc.get()),
+            "prior_auc": float(self.prior_auc.get()),
+        }
 
     def summary(self) -> dict[str, float]:
         return {

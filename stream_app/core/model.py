@@ -146,10 +146,10 @@ class OnlineModel:
         return self.n_labels >= self.min_labels_ready and self.beats_prior
 
     def predict_proba_one(self, x: Mapping[str, float]) -> float:
-        return float(self.pipeline.predict_proba_one(dict(x)).get(True, 0.0))
+        return float(self.pipeline.predict_proba_one(_as_dict(x)).get(True, 0.0))
 
     def learn_one(self, x: Mapping[str, float], y: int) -> None:
-        self.pipeline.learn_one(dict(x), bool(y))
+        self.pipeline.learn_one(_as_dict(x), bool(y))
         self.n_labels += 1
 
     def snapshot(
@@ -198,6 +198,11 @@ class OnlineModel:
         self.n_labels = snap.n_labels
         self.version = snap.version
         self.beats_prior = snap.ready
+
+
+def _as_dict(x: Mapping[str, float]) -> dict[str, float]:
+    """River wants a dict and reads it without changing it: copy only other mappings."""
+    return x if type(x) is dict else dict(x)
 
 
 def check_snapshot(snap: ModelSnapshot, schema: str, features: Sequence[str]) -> None:

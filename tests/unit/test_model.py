@@ -133,7 +133,8 @@ def test_learner_is_prequential_and_asks_for_snapshots() -> None:
     learner = Learner(model, snapshot_every=2)
     x = {n: 0.0 for n in SPACE.names}
     due = [learner.learn(Label("u", 0.0, 1.0, y, 0.8, x, False, 0)) for y in (1, 0, 1)]
-    assert due == [False, True, False]
+    assert [d is not None for d in due] == [False, True, False]
+    assert due[1] is not None and due[1].version == 1 and due[1].n_labels == 2
     s = learner.summary()
     assert s["labels"] == 3 and s["positives"] == 2
     assert s["logloss"] == pytest.approx((2 * log_loss(1, 0.8) + log_loss(0, 0.8)) / 3)
