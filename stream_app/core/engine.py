@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import MutableMapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from hashlib import blake2b as _blake2b
 from typing import Any, Literal
 
 from schemas.events import EventView
-from stream_app.core.features import FeatureSpace, UserState, event_hash
+from stream_app.core.features import _EMPTY_SLOT, FeatureSpace, UserState, event_hash
 from stream_app.core.labels import Label, LabelBook
 from stream_app.core.model import ColdStartPrior, Scorer
 from stream_app.core.timers import PartitionClock
@@ -65,11 +66,16 @@ class Score:
     features: list[float]  # in Engine.space.names order
 
 
-@dataclass(slots=True)
 class StepResult:
-    status: Status = "applied"
-    scores: list[Score] = field(default_factory=list)
-    labels: list[Label] = field(default_factory=list)
+    """What one event (or one timer sweep) produced. A plain class: building a slots
+    dataclass with two default factories costs more than this whole check per event."""
+
+    __slots__ = ("status", "scores", "labels")
+
+    def __init__(self, status: Status = "applied") -> None:
+        self.status: Status = status
+        self.scores: list[Score] = []
+        self.labels: list[Label] = []
 
 
 class Engine:
@@ -84,6 +90,7 @@ class Engine:
         self.scorer: Scorer = scorer or ColdStartPrior(self.space.names)
         self._rescore = tuple(sorted(config.rescore_after))
         self._purchase_only = config.label_activity == "purchase"
+        self._horizon = config.horizon
         self._score_min_interval = config.score_min_interval
         # No training snapshots before this event time. The offline driver sets it to the
         # file's first event + warm-up, so that labels come from users whose features had
@@ -104,20 +111,21 @@ class Engine:
         """Apply one event; ``ts`` is ``event.ts`` as POSIX seconds if the caller has it."""
         if ts is None:
             ts = event.ts.timestamp()
-        result = StepResult()
-        if ts < clock.watermark:
-            result.status = "late"
-            return result
-        if ts > clock.stream_time:
+        stream_time = clock.stream_time
+        if ts > stream_time:
             clock.stream_time = ts
+        elif ts < stream_time - clock.allowed_lateness:
+            return StepResult("late")
         uid = event.user_id
         state = store.get(uid)
         if state is None:
             state = self.space.new_state(uid)
-        h_id = event_hash(event.event_id)
+        h_id = _blake2b(event.event_id.encode(), digest_size=8).digest()
+        if h_id == _EMPTY_SLOT:  # (event_hash, inlined: the all-zero digest marks a free slot)
+            h_id = event_hash(event.event_id)
         if state.seen(h_id):
-            result.status = "duplicate"
-            return result
+            return StepResult("duplicate")
+        result = StepResult()
         in_order = not ts < state.last_ts  # NaN (new user) counts as in order
         if in_order and state.due < ts:
             self._fire(state, ts, result)
@@ -127,10 +135,19 @@ class Engine:
             etype = event.event_type
             if etype == "purchase" if self._purchase_only else new_session:
                 result.labels += self.labels.resolve_activity(state, ts)
-            last = state.last_scored_ts
-            if not ts - last < self._score_min_interval or etype in SIGNAL_TYPES:
+            if (
+                not ts - state.last_scored_ts < self._score_min_interval
+                or etype in SIGNAL_TYPES
+            ):
                 self._score(state, ts, "event", result)  # (NaN last: never scored yet)
-        due = self.next_deadline(state)
+            # Just active: the next rescore is the first offset after this event, unless an
+            # open label's horizon ends sooner.
+            due = ts + self._rescore[0] if self._rescore else math.inf
+            pending = state.pending
+            if pending and pending[0][0] + self._horizon < due:
+                due = pending[0][0] + self._horizon
+        else:
+            due = self.next_deadline(state)
         if due != state.due:
             state.due = due
             clock.schedule(uid, due)
@@ -143,7 +160,8 @@ class Engine:
     ) -> StepResult | None:
         """Fire every deadline strictly before the watermark (silent users); None when
         nothing was due (the common case, kept cheap)."""
-        if not clock.has_due():
+        heap = clock.heap  # inlined has_due(): this runs after every event
+        if not heap or not heap[0][0] < clock.stream_time - clock.allowed_lateness:
             return None
         result = StepResult()
         wm = clock.watermark

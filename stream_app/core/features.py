@@ -22,6 +22,8 @@ from schemas.events import EVENT_TYPES, EventView
 
 DAY = 86400.0
 LN2 = math.log(2.0)
+log1p = math.log1p
+log = math.log
 
 PLURALS: dict[str, str] = {
     "session_start": "session_starts",
@@ -102,6 +104,9 @@ class FeatureSpace:
         self.dedup_capacity = dedup_capacity
         self.names = feature_names(self.half_lives)
         self.schema = schema_hash(self.names)
+        # Decayed count -> events per day at the shortest and longest half-life.
+        self.rate_short = LN2 / (self.half_lives[0] / DAY)
+        self.rate_long = LN2 / (self.half_lives[-1] / DAY)
 
     def new_state(self, user_id: str) -> UserState:
         return UserState(user_id, len(self.half_lives), self.dedup_capacity)
@@ -175,40 +180,44 @@ class UserState:
     def seen(self, digest: bytes) -> bool:
         buf = self.recent
         i = buf.find(digest)
-        while i != -1 and i % 8:  # a match straddling two slots is not a match
+        while i % 8 and i != -1:  # a match straddling two slots is not a match
             i = buf.find(digest, i + 1)
         return i != -1
 
     def remember(self, digest: bytes) -> None:
+        """(``apply`` does this itself.)"""
         pos = self.recent_pos
         self.recent[pos : pos + 8] = digest
         self.recent_pos = (pos + 8) % len(self.recent)
 
     # --- updates ----------------------------------------------------------------------
     def apply(self, event: EventView, ts: float, h_id: bytes, space: FeatureSpace) -> bool:
-        """Fold one event in; returns True when it starts a new (gap-based) session."""
-        inv_half_lives = space.inv
-        self.remember(h_id)
+        """Fold one event in; returns True when it starts a new (gap-based) session.
+
+        This and :meth:`vector` run for every event; they are written for CPython's speed
+        (locals, no helper calls) rather than for looks."""
+        pos = self.recent_pos  # remember the id (see seen())
+        self.recent[pos : pos + 8] = h_id
+        self.recent_pos = (pos + 8) % len(self.recent)
+        last_ts = self.last_ts
         if self.events_total == 0:
             self.anchor = ts
             self.first_ts = self.last_ts = ts
             new_session = True
         else:
-            new_session = ts - self.last_ts >= space.session_gap
-            if ts > self.last_ts:
+            new_session = ts - last_ts >= space.session_gap
+            if ts > last_ts:
                 self.last_ts = ts
             elif ts < self.first_ts:
                 self.first_ts = ts
-            if (ts - self.anchor) * inv_half_lives[0] > _REANCHOR:
-                self._reanchor(ts, inv_half_lives)
+            if (ts - self.anchor) * space.inv[0] > _REANCHOR:
+                self._reanchor(ts, space.inv)
         self.events_total += 1
         slot = TYPE_INDEX[event.event_type]
-        revenue = event.revenue or 0.0
-        if slot == _RETURN:
-            revenue = 0.0  # returns are counted, not added to revenue
-        for k, inv_h in enumerate(inv_half_lives):
-            g = 2.0 ** ((ts - self.anchor) * inv_h)
-            row = self.sums[k]
+        revenue = event.revenue if slot != _RETURN else None  # returns: counted, not revenue
+        age = ts - self.anchor
+        for row, inv_h in zip(self.sums, space.inv):
+            g = 2.0 ** (age * inv_h)
             row[slot] += g
             if revenue:
                 row[REVENUE] += revenue * g
@@ -220,11 +229,19 @@ class UserState:
             self.purchases_total += 1
             if not ts <= self.last_purchase_ts:  # also true when NaN (never purchased)
                 self.last_purchase_ts = ts
-        if slot == _REVIEW:
+        elif slot == _REVIEW:
             self.rating_sum += event.rating  # type: ignore[attr-defined]  # reviews have it
             self.rating_n += 1
-        if event.category:
-            self._touch_category(event.category)
+        category = event.category
+        if category:
+            cats = self.categories
+            if category in cats:
+                cats[category] += 1.0
+            elif len(cats) < TOP_CATEGORIES:
+                cats[category] = 1.0
+            else:  # bounded "space-saving" top-k: replace the weakest, inheriting its count
+                weakest = min(cats, key=cats.__getitem__)
+                cats[category] = cats.pop(weakest) + 1.0
         return new_session
 
     def _reanchor(self, ts: float, inv_half_lives: Sequence[float]) -> None:
@@ -232,15 +249,6 @@ class UserState:
             f = 2.0 ** (-(ts - self.anchor) * inv_h)
             self.sums[k] = [v * f for v in self.sums[k]]
         self.anchor = ts
-
-    def _touch_category(self, category: str) -> None:
-        cats = self.categories
-        if category in cats or len(cats) < TOP_CATEGORIES:
-            cats[category] = cats.get(category, 0.0) + 1.0
-            return
-        # Bounded "space-saving" top-k: replace the weakest, inheriting its count.
-        weakest = min(cats, key=cats.__getitem__)
-        cats[category] = cats.pop(weakest) + 1.0
 
     def top_categories(self, k: int = 3) -> list[str]:
         return sorted(self.categories, key=lambda c: (-self.categories[c], c))[:k]
@@ -254,43 +262,43 @@ class UserState:
         """Feature values as of time ``at``, in ``space.names`` order. Recency is measured
         to ``at`` (never before the last event); counts and revenue are log1p of the
         decayed sums."""
-        at = max(at, self.last_ts)
-        log1p = math.log1p
-        half_lives = space.half_lives
-        out: list[float] = []
-        short_row: list[float] = []
-        long_row: list[float] = []
+        last_ts = self.last_ts
+        if at < last_ts:
+            at = last_ts
         age = at - self.anchor
-        for k, inv_h in enumerate(space.inv):
-            row = list(map((2.0 ** (-age * inv_h)).__mul__, self.sums[k]))
-            out += map(log1p, row)
-            if k == 0:
-                short_row = row
-            long_row = row
-        since_last = (at - self.last_ts) / DAY
+        sums = self.sums
+        out: list[float] = []
+        decay = [2.0 ** (-age * inv_h) for inv_h in space.inv]
+        for row, f in zip(sums, decay):
+            out += [log1p(v * f) for v in row]
+        short_row, f_short = sums[0], decay[0]
+        long_row, f = sums[-1], decay[-1]
+        since_last = (at - last_ts) / DAY
         tenure = (at - self.first_ts) / DAY
-        purchased = self.purchases_total > 0
-        since_purchase = (at - self.last_purchase_ts) / DAY if purchased else tenure
-        usual_gap = tenure / (self.sessions_total - 1) if self.sessions_total > 1 else 30.0
-        long_events = sum(long_row[:N_TYPES])
-        short_rate = sum(short_row[:N_TYPES]) * LN2 / (half_lives[0] / DAY)
-        long_rate = long_events * LN2 / (half_lives[-1] / DAY)
-        long_sessions = long_row[SESSIONS]
-        adds = long_row[_CART_ADD]
+        n_purchases = self.purchases_total
+        n_sessions = self.sessions_total
+        since_purchase = (at - self.last_purchase_ts) / DAY if n_purchases else tenure
+        usual_gap = tenure / (n_sessions - 1) if n_sessions > 1 else 30.0
+        long_events = sum(long_row[:N_TYPES]) * f
+        short_rate = sum(short_row[:N_TYPES]) * f_short * space.rate_short
+        long_rate = long_events * space.rate_long
+        long_sessions = long_row[SESSIONS] * f
+        adds = long_row[_CART_ADD] * f
+        purchases = long_row[_PURCHASE] * f
         out += (
             since_last,
             log1p(since_last),
             since_purchase,
-            1.0 if purchased else 0.0,
+            1.0 if n_purchases else 0.0,
             tenure,
-            log1p(self.sessions_total),
-            log1p(self.purchases_total),
-            math.log((since_last + 0.1) / (usual_gap + 0.1)),
+            log1p(n_sessions),
+            log1p(n_purchases),
+            log((since_last + 0.1) / (usual_gap + 0.1)),
             long_events / long_sessions if long_sessions > 1e-9 else 0.0,
-            max(0.0, adds - long_row[_PURCHASE]) / (adds + 1.0),
-            math.log((short_rate + 0.05) / (long_rate + 0.05)),
+            max(0.0, adds - purchases) / (adds + 1.0),
+            log((short_rate + 0.05) / (long_rate + 0.05)),
             self.rating_sum / self.rating_n if self.rating_n else 3.0,
-            long_row[_RETURN] / (long_row[_PURCHASE] + 1.0),
+            long_row[_RETURN] * f / (purchases + 1.0),
             float(len(self.categories)),
         )
         return out
