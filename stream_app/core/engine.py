@@ -135,10 +135,7 @@ class Engine:
             etype = event.event_type
             if etype == "purchase" if self._purchase_only else new_session:
                 result.labels += self.labels.resolve_activity(state, ts)
-            if (
-                not ts - state.last_scored_ts < self._score_min_interval
-                or etype in SIGNAL_TYPES
-            ):
+            if not ts - state.last_scored_ts < self._score_min_interval or etype in SIGNAL_TYPES:
                 self._score(state, ts, "event", result)  # (NaN last: never scored yet)
             # Just active: the next rescore is the first offset after this event, unless an
             # open label's horizon ends sooner.
@@ -148,9 +145,11 @@ class Engine:
                 due = pending[0][0] + self._horizon
         else:
             due = self.next_deadline(state)
-        if due != state.due:
-            state.due = due
+        if due < state.due:
             clock.schedule(uid, due)
+        # A later deadline needs no push: the clock still holds one at or before the old
+        # state.due, and when that pops, advance() reschedules from the state.
+        state.due = due
         store[uid] = state
         return result
 

@@ -216,7 +216,7 @@ class UserState:
         slot = TYPE_INDEX[event.event_type]
         revenue = event.revenue if slot != _RETURN else None  # returns: counted, not revenue
         age = ts - self.anchor
-        for row, inv_h in zip(self.sums, space.inv):
+        for row, inv_h in zip(self.sums, space.inv, strict=True):
             g = 2.0 ** (age * inv_h)
             row[slot] += g
             if revenue:
@@ -269,7 +269,7 @@ class UserState:
         sums = self.sums
         out: list[float] = []
         decay = [2.0 ** (-age * inv_h) for inv_h in space.inv]
-        for row, f in zip(sums, decay):
+        for row, f in zip(sums, decay, strict=True):
             out += [log1p(v * f) for v in row]
         short_row, f_short = sums[0], decay[0]
         long_row, f = sums[-1], decay[-1]
