@@ -8,7 +8,7 @@ import math
 import pytest
 
 from schemas.events import EVENT_ADAPTER
-from stream_app.core.features import FeatureSpace, UserState, event_hash, feature_names
+from stream_app.core.features import N_SLOTS, FeatureSpace, UserState, event_hash, feature_names
 
 DAY = 86400.0
 T0 = 1767614400.0  # 2026-01-05T12:00:00Z
@@ -152,3 +152,35 @@ def test_json_round_trip_keeps_everything() -> None:
     assert restored.vector(T0 + DAY, SPACE) == s.vector(T0 + DAY, SPACE)
     assert restored.seen(event_hash("a")) and restored.seen(event_hash("b"))
     assert restored.to_dict() == s.to_dict()
+
+
+def test_long_silence_reanchors_without_changing_the_sums() -> None:
+    """A gap of more than 600 shortest half-lives moves the anchor (the stored sums would
+    overflow otherwise); the decayed values must be what direct decay gives."""
+    space = FeatureSpace((3600.0, DAY), session_gap=1800.0)
+    state = space.new_state("u1")
+    times = [T0, T0 + 600.0, T0 + 700 * 3600.0, T0 + 700 * 3600.0 + 60.0]
+    for i, t in enumerate(times):
+        e = ev("page_view", t, eid=f"e{i}")
+        state.apply(e, t, event_hash(e.event_id), space)
+    assert state.anchor > T0  # it did move
+    at = times[-1] + 1800.0
+    f = state.features(at, space)
+    for h, lab in ((3600.0, "1h"), (DAY, "1d")):
+        direct = sum(2 ** (-(at - t) / h) for t in times)
+        assert f[f"page_views_{lab}"] == pytest.approx(math.log1p(direct), rel=1e-12)
+        direct_sessions = sum(2 ** (-(at - t) / h) for t in (times[0], times[2]))
+        assert f[f"sessions_{lab}"] == pytest.approx(math.log1p(direct_sessions), rel=1e-12)
+    assert UserState.from_dict(json.loads(json.dumps(state.to_dict()))).vector(
+        at, space
+    ) == state.vector(at, space)
+
+
+def test_state_written_by_0_1_still_loads() -> None:
+    """0.1 stored the decayed sums as one JSON list per half-life."""
+    s = build(ev("purchase", T0, revenue=10.0), ev("page_view", T0 + 60))
+    doc = json.loads(json.dumps(s.to_dict()))
+    n = N_SLOTS
+    doc["s"] = [list(s.sums[k * n : (k + 1) * n]) for k in range(3)]
+    old = UserState.from_dict(doc)
+    assert old.vector(T0 + DAY, SPACE) == s.vector(T0 + DAY, SPACE)
