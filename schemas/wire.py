@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
-from typing import Annotated, ClassVar, Literal, Union
+from typing import Annotated, ClassVar, Literal, Union, get_args
 
 import msgspec
 from msgspec import Meta, Struct
+
+from schemas.events import BrowseEvent
 
 _FLOAT_MAX = sys.float_info.max  # an upper bound refuses 1e999, which JSON parsers read as inf
 
@@ -102,15 +104,8 @@ class WireReview(WireEvent, tag="review", frozen=True):
     rating: Annotated[int, Meta(ge=1, le=5)]
 
 
-_BROWSE = (
-    "session_start",
-    "page_view",
-    "product_view",
-    "add_to_cart",
-    "remove_from_cart",
-    "checkout_start",
-    "support_contact",
-)
+# The event types with no fields of their own, read from the reference model.
+_BROWSE: tuple[str, ...] = get_args(BrowseEvent.model_fields["event_type"].annotation)
 WIRE_TYPES: tuple[type[WireEvent], ...] = (
     *(_tagged(t) for t in _BROWSE),
     WireSearch,
