@@ -9,7 +9,7 @@ DEMO_DIR := out/demo
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-unit test-integration lint format kafka kafka-3 kafka-stop \
-        kafka-fetch demo schema bench clean
+        kafka-fetch demo schema bench baselines clean
 
 help:  ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -57,6 +57,16 @@ demo: $(STAMP) kafka-fetch  ## generate traffic, evaluate it offline, then run i
 
 bench: $(STAMP)  ## speed and memory benchmark of the offline engine (figures in bench/results)
 	$(PY) bench/run.py
+
+BENCH_EVENTS := out/bench/events.jsonl
+CUTOFF := 2026-05-31T00:00:00Z
+baselines: $(STAMP)  ## engine vs BG/NBD, RFM regression and recency at a cutoff (bench data)
+	@test -f $(BENCH_EVENTS) || $(PY) -m stream_app.cli generate --users 3000 --days 180 \
+	    --seed 1 --out $(BENCH_EVENTS)
+	$(PY) bench/baselines.py $(BENCH_EVENTS) --cutoff $(CUTOFF) --horizon-days 30 \
+	    --out bench/results/baselines.json
+	$(PY) bench/baselines.py $(BENCH_EVENTS) --cutoff $(CUTOFF) --horizon-days 30 \
+	    --purchases-only --out bench/results/baselines_purchases.json
 
 clean:  ## remove the venv, caches, Kafka jars and demo output
 	rm -rf $(VENV) .kafka out .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,271 @@
+"""`make baselines`: the engine's audience export against the classical churn baselines.
+
+At a cutoff time TS every method scores every customer who bought before TS, using only data
+before TS; a customer churned (label 1) if they have no qualifying activity in (TS, TS + H]
+(any event, or with ``--purchases-only`` a purchase). AUC of each score against that label:
+
+- ``engine``: ``stream-app evaluate --scores-at TS`` (the online model as learned up to TS);
+- ``recency``: days since the last qualifying activity;
+- ``bgnbd_alive`` / ``bgnbd_expected``: the BG/NBD model (Fader, Hardie & Lee 2005) fitted by
+  maximum likelihood on the purchases before TS: 1 - P(alive), and minus the expected number
+  of purchases in the next H;
+- ``rfm_logistic``: a logistic regression on recency, frequency, monetary value and tenure,
+  trained in batch on the window before (features at TS - H, labels in (TS - H, TS]), then
+  applied at TS.
+
+``--purchases-only`` drops every other event first (the engine sees the same purchases-only
+file), which is what a public purchase log looks like. Writes one JSON line and, with
+``--out``, bench/results/baselines*.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import optimize, special
+
+from stream_app.core.learner import roc_auc
+from stream_app.ingest import Decoder
+from stream_app.offline import EvaluateOptions, evaluate, iter_lines, parse_time
+from stream_app.settings import load_settings
+
+DAY = 86400.0
+
+
+@dataclass
+class Customer:
+    events: list[float] = field(default_factory=list)  # qualifying-activity times
+    purchases: list[tuple[float, float]] = field(default_factory=list)  # (ts, revenue)
+
+
+def load(path: Path, purchases_only: bool) -> dict[str, Customer]:
+    decoder = Decoder(1 << 20, math.inf, lambda: 0.0)
+    customers: dict[str, Customer] = defaultdict(Customer)
+    seen: set[str] = set()
+    for _, raw in iter_lines(path):
+        d = decoder.decode(raw)
+        e = d.event
+        if e is None or e.event_id in seen:
+            continue
+        seen.add(e.event_id)
+        c = customers[e.user_id]
+        if e.event_type == "purchase":
+            c.purchases.append((d.ts, float(e.revenue or 0.0)))
+            c.events.append(d.ts)
+        elif not purchases_only:
+            c.events.append(d.ts)
+    return customers
+
+
+# --- BG/NBD ---------------------------------------------------------------------------
+def rfm_summary(c: Customer, at: float) -> tuple[int, float, float] | None:
+    """(x repeat purchases, t_x, T) in days for purchases before ``at``; None if none."""
+    times = sorted(ts for ts, _ in c.purchases if ts < at)
+    if not times:
+        return None
+    first = times[0]
+    # Purchases on the same day count once, as in the model's usual calibration.
+    days = sorted({math.floor((t - first) / DAY) for t in times})
+    return len(days) - 1, float(days[-1]), (at - first) / DAY
+
+
+def bgnbd_loglik(params: np.ndarray, x: np.ndarray, tx: np.ndarray, big_t: np.ndarray) -> float:
+    r, alpha, a, b = np.exp(params)
+    common = (
+        special.gammaln(r + x)
+        - special.gammaln(r)
+        + r * np.log(alpha)
+        + special.betaln(a, b + x)
+        - special.betaln(a, b)
+    )
+    term1 = -(r + x) * np.log(alpha + big_t)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_ratio = (
+            np.log(a)
+            - np.log(np.maximum(b + x - 1, 1e-12))
+            + (r + x) * (np.log(alpha + big_t) - np.log(alpha + tx))
+        )
+    extra = np.where(x > 0, np.logaddexp(0.0, log_ratio), 0.0)
+    return float(-(common + term1 + extra).sum())
+
+
+def fit_bgnbd(x: np.ndarray, tx: np.ndarray, big_t: np.ndarray) -> np.ndarray:
+    """Maximum-likelihood (r, alpha, a, b)."""
+    best = None
+    for start in ([0.0, 0.0, 0.0, 0.0], [-1.0, 2.0, -1.0, 1.0]):
+        res = optimize.minimize(
+            bgnbd_loglik, np.array(start), args=(x, tx, big_t), method="Nelder-Mead",
+            options={"maxiter": 4000, "xatol": 1e-6, "fatol": 1e-8},
+        )  # fmt: skip
+        if best is None or res.fun < best.fun:
+            best = res
+    assert best is not None
+    return np.exp(best.x)
+
+
+def _dead_odds(params: np.ndarray, x: np.ndarray, tx: np.ndarray, big_t: np.ndarray) -> np.ndarray:
+    """P(dropped out) / P(alive) given the history; 0 without a repeat purchase."""
+    r, alpha, a, b = params
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        odds = (a / np.maximum(b + x - 1, 1e-12)) * ((alpha + big_t) / (alpha + tx)) ** (r + x)
+    return np.where(x > 0, odds, 0.0)
+
+
+def bgnbd_p_alive(
+    params: np.ndarray, x: np.ndarray, tx: np.ndarray, big_t: np.ndarray
+) -> np.ndarray:
+    return np.asarray(1.0 / (1.0 + _dead_odds(params, x, tx, big_t)))
+
+
+def bgnbd_expected(
+    params: np.ndarray, x: np.ndarray, tx: np.ndarray, big_t: np.ndarray, t: float
+) -> np.ndarray:
+    """E[purchases in (T, T + t] | x, t_x, T] (Fader, Hardie & Lee 2005, eq. 10)."""
+    r, alpha, a, b = params
+    z = t / (alpha + big_t + t)
+    hyp = special.hyp2f1(r + x, b + x, a + b + x - 1, z)
+    head = (a + b + x - 1) / (a - 1)
+    body = 1.0 - ((alpha + big_t) / (alpha + big_t + t)) ** (r + x) * hyp
+    return np.asarray(head * body / (1.0 + _dead_odds(params, x, tx, big_t)))
+
+
+# --- RFM logistic regression ----------------------------------------------------------
+def rfm_features(c: Customer, at: float) -> list[float] | None:
+    bought = [(ts, rev) for ts, rev in c.purchases if ts < at]
+    if not bought:
+        return None
+    last_event = max(ts for ts in c.events if ts < at)
+    first = min(ts for ts, _ in bought)
+    return [
+        math.log1p((at - last_event) / DAY),
+        math.log1p((at - max(ts for ts, _ in bought)) / DAY),
+        math.log1p(len(bought)),
+        math.log1p(sum(rev for _, rev in bought) / len(bought)),
+        math.log1p((at - first) / DAY),
+    ]
+
+
+def fit_logistic(features: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> np.ndarray:
+    """Newton's method on the L2-penalised log loss (intercept unpenalised)."""
+    mean, sd = features.mean(axis=0), features.std(axis=0) + 1e-12
+    z = np.hstack([np.ones((len(features), 1)), (features - mean) / sd])
+    w = np.zeros(z.shape[1])
+    penalty = np.full(z.shape[1], l2)
+    penalty[0] = 0.0
+    for _ in range(50):
+        p = 1.0 / (1.0 + np.exp(-z @ w))
+        grad = z.T @ (p - y) / len(y) + penalty * w
+        hess = (z.T * (p * (1 - p))) @ z / len(y) + np.diag(penalty)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    return np.concatenate([w, mean, sd])
+
+
+def predict_logistic(model: np.ndarray, features: np.ndarray) -> np.ndarray:
+    k = features.shape[1]
+    w, mean, sd = model[: k + 1], model[k + 1 : 2 * k + 1], model[2 * k + 1 :]
+    z = np.hstack([np.ones((len(features), 1)), (features - mean) / sd])
+    return np.asarray(1.0 / (1.0 + np.exp(-z @ w)))
+
+
+# --- the comparison -------------------------------------------------------------------
+def churned(c: Customer, start: float, end: float) -> int:
+    return 0 if any(start < ts <= end for ts in c.events) else 1
+
+
+def engine_scores(path: Path, at: float, horizon: float, purchases_only: bool) -> dict[str, float]:
+    settings = load_settings(
+        horizon=horizon, label_activity="purchase" if purchases_only else "session"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "scores.jsonl"
+        evaluate(path, settings, EvaluateOptions(scores_at=at, scores_out=out))
+        return {row["user_id"]: row["p"] for row in map(json.loads, out.read_text().splitlines())}
+
+
+def compare(path: Path, at: float, horizon: float, purchases_only: bool) -> dict[str, Any]:
+    customers = load(path, purchases_only)
+    if purchases_only:  # the engine sees exactly the purchases the baselines see
+        with tempfile.NamedTemporaryFile("wb", suffix=".jsonl", delete=False) as fh:
+            decoder = Decoder(1 << 20, math.inf, lambda: 0.0)
+            for _, raw in iter_lines(path):
+                d = decoder.decode(raw)
+                if d.event is not None and d.event.event_type == "purchase":
+                    fh.write(raw + b"\n")
+            engine_file = Path(fh.name)
+    else:
+        engine_file = path
+    try:
+        engine = engine_scores(engine_file, at, horizon, purchases_only)
+    finally:
+        if engine_file != path:
+            engine_file.unlink()
+
+    ids = sorted(u for u, c in customers.items() if rfm_summary(c, at) is not None)
+    labels = [churned(customers[u], at, at + horizon) for u in ids]
+    summ = np.array([rfm_summary(customers[u], at) for u in ids], dtype=float)
+    x, tx, big_t = summ[:, 0], summ[:, 1], summ[:, 2]
+    params = fit_bgnbd(x, tx, big_t)
+
+    train_at = at - horizon
+    train_ids = [u for u in ids if rfm_summary(customers[u], train_at) is not None]
+    rfm_model = fit_logistic(
+        np.array([rfm_features(customers[u], train_at) for u in train_ids]),
+        np.array([churned(customers[u], train_at, at) for u in train_ids], dtype=float),
+    )
+    rfm_now = predict_logistic(rfm_model, np.array([rfm_features(customers[u], at) for u in ids]))
+
+    recency = [at - max(ts for ts in customers[u].events if ts < at) for u in ids]
+    scores: dict[str, list[float]] = {
+        "engine": [engine.get(u, math.nan) for u in ids],
+        "recency": recency,
+        "bgnbd_alive": list(1.0 - bgnbd_p_alive(params, x, tx, big_t)),
+        "bgnbd_expected": list(-bgnbd_expected(params, x, tx, big_t, horizon / DAY)),
+        "rfm_logistic": list(rfm_now),
+    }
+    missing = sum(math.isnan(v) for v in scores["engine"])
+    return {
+        "file": str(path),
+        "purchases_only": purchases_only,
+        "cutoff": at,
+        "horizon_days": horizon / DAY,
+        "customers": len(ids),
+        "churned": sum(labels),
+        "rfm_training_customers": len(train_ids),
+        "engine_missing": missing,
+        "bgnbd_params": dict(zip(("r", "alpha", "a", "b"), params.round(4).tolist(), strict=True)),
+        "auc": {name: round(roc_auc(labels, vals), 4) for name, vals in scores.items()},
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("file", type=Path)
+    parser.add_argument("--cutoff", required=True, help="RFC 3339 time TS")
+    parser.add_argument("--horizon-days", type=float, default=30.0)
+    parser.add_argument("--purchases-only", action="store_true")
+    parser.add_argument("--out", type=Path, help="also write the result to this JSON file")
+    args = parser.parse_args()
+    result = compare(
+        args.file, parse_time(args.cutoff), args.horizon_days * DAY, args.purchases_only
+    )
+    line = json.dumps(result)
+    print(line)
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
