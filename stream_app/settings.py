@@ -120,7 +120,7 @@ class Settings(BaseSettings):
         1800.0, description="Rescore a user on an ordinary event at most this often (event time)."
     )
     rescore_after: DurationList = Field(
-        (86400.0, 3 * 86400.0, 7 * 86400.0, 14 * 86400.0, 21 * 86400.0),
+        tuple(d * 86400.0 for d in (1, 3, 7, 14, 21, 30, 45, 60, 90)),
         description="Silence deadlines after last activity.",
     )
     horizon: Duration = Field(30 * 86400.0, gt=0, description="Churn label horizon H.")

@@ -32,7 +32,7 @@ class EngineConfig:
     half_lives: Sequence[float] = (86400.0, 604800.0, 2592000.0)
     session_gap: float = 1800.0
     score_min_interval: float = 1800.0
-    rescore_after: Sequence[float] = (86400.0, 259200.0, 604800.0, 1209600.0, 1814400.0)
+    rescore_after: Sequence[float] = tuple(d * 86400.0 for d in (1, 3, 7, 14, 21, 30, 45, 60, 90))
     horizon: float = 30 * 86400.0
     label_activity: Literal["session", "purchase"] = "session"
     snapshot_interval: float = 7 * 86400.0
