@@ -13,7 +13,7 @@ from river import drift, metrics
 
 from schemas.outputs import ModelSnapshot
 from stream_app.core.labels import Label
-from stream_app.core.model import ColdStartPrior, LinearScorer, OnlineModel
+from stream_app.core.model import ColdStartPrior, OnlineModel
 
 _EPS = 1e-15
 
@@ -26,13 +26,14 @@ def log_loss(y: int, p: float) -> float:
 class Learner:
     """Owns the model; one per deployment (the training topic has one partition).
 
-    Champion/challenger: on every label, before learning, the prediction of the model's
-    latest snapshot (what would score if it took over) and the cold-start prior's are scored
-    on the same example (rolling AUC over ``rolling_window``). The model only takes over
-    scoring (``model.ready``) once it has ``min_labels_ready`` labels *and* ranks at least as
-    well as the prior; it hands back if it falls behind. The snapshot is judged rather than
-    the live pipeline because the snapshot is what workers score with, and because scoring
-    it costs ~2 us where River's ``predict_proba_one`` costs ~15 us.
+    Champion/challenger: on every label, before learning, the model's own prediction and the
+    cold-start prior's are scored on the same example (rolling AUC over ``rolling_window``).
+    The model only takes over scoring (``model.ready``) once it has ``min_labels_ready``
+    labels *and* ranks at least as well as the prior; it hands back if it falls behind.
+
+    Judging the latest snapshot instead (2 us a label against River's 15 us) was tried: on
+    the demo data it handed over at a worse moment (prequential AUC 0.847 against 0.851, a
+    dip to 0.73 against recency's 0.81 after the hand-over), for about 1% of the run time.
     """
 
     def __init__(
@@ -50,7 +51,6 @@ class Learner:
         self.loss_sum = 0.0
         self.drifts = 0
         self._since_snapshot = 0
-        self._challenger: LinearScorer | None = None
 
     def learn(self, label: Label) -> ModelSnapshot | None:
         """Evaluate then learn one example; returns a new snapshot (version + 1) every
@@ -61,12 +61,12 @@ class Learner:
         self.positives += y
         self.loss_sum += loss
         self.rolling_auc.update(bool(y), label.p)
-        challenger = self._challenger
-        if challenger is not None:
+        judging = self.n > self.model.min_labels_ready // 2  # no use judging an empty model
+        if judging:
             vec = label.vector
             if vec is None:
                 vec = [label.features[name] for name in self.model.features]
-            self.challenger_auc.update(bool(y), challenger.score(vec))
+            self.challenger_auc.update(bool(y), self.model.predict_proba_one(label.features))
             self.prior_auc.update(bool(y), self.prior.score(vec))
         self.detector.update(loss)
         if self.detector.drift_detected:
@@ -78,15 +78,13 @@ class Learner:
         self._since_snapshot = 0
         # Judged here, not per label: scorers only change with a snapshot, and a rolling AUC
         # costs about 8 microseconds to read.
-        if challenger is not None:
+        if judging:
             self.model.beats_prior = self.challenger_auc.get() >= self.prior_auc.get()
-        snap = self.model.snapshot(version=self.model.version + 1, metrics=self._metrics())
-        self._challenger = LinearScorer(snap)
-        return snap
+        return self.model.snapshot(
+            version=self.model.version + 1, metrics=self._metrics() if judging else {}
+        )
 
     def _metrics(self) -> dict[str, float]:
-        if self._challenger is None:
-            return {}
         return {
             "rolling_auc": float(self.rolling_auc.get()),
             "challenger_auc": float(self.challenger_auc.get()),
