@@ -59,14 +59,16 @@ bench: $(STAMP)  ## speed and memory benchmark of the offline engine (figures in
 	$(PY) bench/run.py
 
 BENCH_EVENTS := out/bench/events.jsonl
-CUTOFF := 2026-05-31T00:00:00Z
 baselines: $(STAMP)  ## engine vs BG/NBD, RFM regression and recency at a cutoff (bench data)
 	@test -f $(BENCH_EVENTS) || $(PY) -m stream_app.cli generate --users 3000 --days 180 \
 	    --seed 1 --out $(BENCH_EVENTS)
-	$(PY) bench/baselines.py $(BENCH_EVENTS) --cutoff $(CUTOFF) --horizon-days 30 \
-	    --out bench/results/baselines.json
-	$(PY) bench/baselines.py $(BENCH_EVENTS) --cutoff $(CUTOFF) --horizon-days 30 \
-	    --purchases-only --out bench/results/baselines_purchases.json
+	@for run in "all 30 2026-05-31" "all 60 2026-05-01" "purchases 30 2026-05-31" \
+	            "purchases 60 2026-05-01"; do \
+	    set -- $$run; \
+	    flag=$$([ $$1 = purchases ] && echo --purchases-only); \
+	    $(PY) bench/baselines.py $(BENCH_EVENTS) --cutoff $${3}T00:00:00Z --horizon-days $$2 \
+	        $$flag --out bench/results/baselines_$${1}_$${2}d.json || exit 1; \
+	done
 
 clean:  ## remove the venv, caches, Kafka jars and demo output
 	rm -rf $(VENV) .kafka out .pytest_cache .mypy_cache .ruff_cache .hypothesis

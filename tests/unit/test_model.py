@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import pytest
@@ -43,7 +44,7 @@ def test_snapshot_json_round_trip_reproduces_predictions_exactly() -> None:
     for x in xs[:100]:
         p = model.predict_proba_one(x)
         assert restored.predict_proba_one(x) == p  # bit for bit
-        assert scorer.score([x[n] for n in SPACE.names]) == pytest.approx(p, abs=1e-12)
+        assert scorer.model_score([x[n] for n in SPACE.names]) == pytest.approx(p, abs=1e-12)
     assert restored.n_labels == 400 and restored.version == 3
     # learning continues identically from the restored copy
     model.learn_one(xs[0], 1)
@@ -100,6 +101,23 @@ def test_corrupt_snapshots_are_refused(mutate) -> None:  # type: ignore[no-untyp
     mutate(doc)
     with pytest.raises(SnapshotError):
         scorer_from_json(json.dumps(doc), SPACE.schema, SPACE.names)
+
+
+def test_silence_guard_floors_long_silences_with_the_prior() -> None:
+    model, xs = trained()
+    scorer = LinearScorer(model.snapshot())
+    prior = ColdStartPrior(SPACE.names)
+    idx = {n: i for i, n in enumerate(SPACE.names)}
+    vec = [xs[0][n] for n in SPACE.names]
+    vec[idx["days_since_last_event"]] = 0.0  # inside the trained range (about N(0, 1))
+    assert not scorer.guarded(vec) and scorer.score(vec) == scorer.model_score(vec)
+    vec[idx["days_since_last_event"]] = 120.0  # far beyond it
+    vec[idx["log_days_since_last_event"]] = math.log1p(120.0)
+    assert scorer.guarded(vec)
+    assert scorer.score(vec) == max(scorer.model_score(vec), prior.score(vec))
+    assert scorer.score(vec) >= prior.score(vec) > 0.5
+    if prior.score(vec) > scorer.model_score(vec):
+        assert scorer.reasons(vec) == ["log_days_since_last_event"]
 
 
 def test_reasons_are_the_top_positive_terms() -> None:
