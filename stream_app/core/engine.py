@@ -11,11 +11,10 @@ from __future__ import annotations
 import math
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
-from hashlib import blake2b as _blake2b
 from typing import Any, Literal
 
 from schemas.events import EventView
-from stream_app.core.features import _EMPTY_SLOT, FeatureSpace, UserState, event_hash
+from stream_app.core.features import FeatureSpace, UserState, event_hash
 from stream_app.core.labels import Label, LabelBook
 from stream_app.core.model import ColdStartPrior, Scorer
 from stream_app.core.timers import PartitionClock
@@ -90,7 +89,6 @@ class Engine:
         self.scorer: Scorer = scorer or ColdStartPrior(self.space.names)
         self._rescore = tuple(sorted(config.rescore_after))
         self._purchase_only = config.label_activity == "purchase"
-        self._horizon = config.horizon
         self._score_min_interval = config.score_min_interval
         # No training snapshots before this event time. The offline driver sets it to the
         # file's first event + warm-up, so that labels come from users whose features had
@@ -120,9 +118,7 @@ class Engine:
         state = store.get(uid)
         if state is None:
             state = self.space.new_state(uid)
-        h_id = _blake2b(event.event_id.encode(), digest_size=8).digest()
-        if h_id == _EMPTY_SLOT:  # (event_hash, inlined: the all-zero digest marks a free slot)
-            h_id = event_hash(event.event_id)
+        h_id = event_hash(event.event_id)
         if state.seen(h_id):
             return StepResult("duplicate")
         result = StepResult()
@@ -137,14 +133,7 @@ class Engine:
                 result.labels += self.labels.resolve_activity(state, ts)
             if not ts - state.last_scored_ts < self._score_min_interval or etype in SIGNAL_TYPES:
                 self._score(state, ts, "event", result)  # (NaN last: never scored yet)
-            # Just active: the next rescore is the first offset after this event, unless an
-            # open label's horizon ends sooner.
-            due = ts + self._rescore[0] if self._rescore else math.inf
-            pending = state.pending
-            if pending and pending[0][0] + self._horizon < due:
-                due = pending[0][0] + self._horizon
-        else:
-            due = self.next_deadline(state)
+        due = self.next_deadline(state)
         if due < state.due:
             clock.schedule(uid, due)
         # A later deadline needs no push: the clock still holds one at or before the old
@@ -159,8 +148,7 @@ class Engine:
     ) -> StepResult | None:
         """Fire every deadline strictly before the watermark (silent users); None when
         nothing was due (the common case, kept cheap)."""
-        heap = clock.heap  # inlined has_due(): this runs after every event
-        if not heap or not heap[0][0] < clock.stream_time - clock.allowed_lateness:
+        if not clock.has_due():
             return None
         result = StepResult()
         wm = clock.watermark

@@ -188,7 +188,6 @@ class UserState:
         return i != -1
 
     def remember(self, digest: bytes) -> None:
-        """(``apply`` does this itself.)"""
         pos = self.recent_pos
         self.recent[pos : pos + 8] = digest
         self.recent_pos = (pos + 8) % len(self.recent)
@@ -199,9 +198,7 @@ class UserState:
 
         This and :meth:`vector` run for every event; they are written for CPython's speed
         (locals, no helper calls) rather than for looks."""
-        pos = self.recent_pos  # remember the id (see seen())
-        self.recent[pos : pos + 8] = h_id
-        self.recent_pos = (pos + 8) % len(self.recent)
+        self.remember(h_id)
         last_ts = self.last_ts
         if self.events_total == 0:
             self.anchor = ts

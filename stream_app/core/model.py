@@ -123,8 +123,9 @@ class LinearScorer:
         return self._prior is not None and vec[self._silence_i] > self._silence_limit
 
     def score(self, vec: Sequence[float]) -> float:
-        p = sigmoid(self._c + sum(map(operator.mul, self._a, vec)))
-        if self._prior is not None and vec[self._silence_i] > self._silence_limit:
+        p = self.model_score(vec)
+        if self.guarded(vec):
+            assert self._prior is not None  # (guarded() checked it)
             return max(p, self._prior.score(vec))
         return p
 
@@ -138,9 +139,10 @@ class LinearScorer:
     def reasons(self, vec: Sequence[float], k: int = 3) -> list[str]:
         """Features pushing the risk up the most: the top positive ``w_i * z_i`` terms, or
         the prior's when the silence guard set the score."""
-        prior = self._prior
-        if prior is not None and self.guarded(vec) and prior.score(vec) > self.model_score(vec):
-            return prior.reasons(vec, k)
+        if self.guarded(vec):
+            assert self._prior is not None
+            if self._prior.score(vec) > self.model_score(vec):
+                return self._prior.reasons(vec, k)
         top = sorted((c for c in self.contributions(vec) if c[0] > 0), reverse=True)
         return [n for _, n in top[:k]]
 

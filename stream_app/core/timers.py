@@ -23,7 +23,7 @@ class PartitionClock:
     def __init__(self, allowed_lateness: float) -> None:
         self.allowed_lateness = allowed_lateness
         self.stream_time = -math.inf
-        self.heap: list[tuple[float, str]] = []  # read directly by Engine.advance
+        self._heap: list[tuple[float, str]] = []
         self._scheduled: dict[str, float] = {}
 
     @property
@@ -40,17 +40,17 @@ class PartitionClock:
         current = self._scheduled.get(user_id)
         if current is None or deadline < current:
             self._scheduled[user_id] = deadline
-            heapq.heappush(self.heap, (deadline, user_id))
+            heapq.heappush(self._heap, (deadline, user_id))
 
     def has_due(self) -> bool:
-        heap = self.heap
-        return bool(heap) and heap[0][0] < self.watermark
+        heap = self._heap  # (runs after every event: no property call)
+        return bool(heap) and heap[0][0] < self.stream_time - self.allowed_lateness
 
     def pop_due(self) -> list[str]:
         """Users with a deadline strictly before the watermark (an event stamped exactly at
         the watermark may still arrive and must count)."""
         wm = self.watermark
-        heap = self.heap
+        heap = self._heap
         due = []
         while heap and heap[0][0] < wm:
             deadline, uid = heapq.heappop(heap)
@@ -60,7 +60,7 @@ class PartitionClock:
         return due
 
     def reset(self) -> None:
-        self.heap.clear()
+        self._heap.clear()
         self._scheduled.clear()
 
     def __len__(self) -> int:
