@@ -28,7 +28,7 @@ import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from scipy import optimize, special
@@ -47,14 +47,22 @@ class Customer:
     purchases: list[tuple[float, float]] = field(default_factory=list)  # (ts, revenue)
 
 
-def load(path: Path, purchases_only: bool) -> dict[str, Customer]:
+def load(
+    path: Path, purchases_only: bool, purchase_lines: IO[bytes] | None = None
+) -> dict[str, Customer]:
+    """Customers' activity from a file, decoded once; ``purchase_lines`` also receives every
+    valid purchase line as it is (the engine's input for a purchases-only comparison)."""
     decoder = Decoder(1 << 20, math.inf, lambda: 0.0)
     customers: dict[str, Customer] = defaultdict(Customer)
     seen: set[str] = set()
     for _, raw in iter_lines(path):
         d = decoder.decode(raw)
         e = d.event
-        if e is None or e.event_id in seen:
+        if e is None:
+            continue
+        if purchase_lines is not None and e.event_type == "purchase":
+            purchase_lines.write(raw + b"\n")
+        if e.event_id in seen:
             continue
         seen.add(e.event_id)
         c = customers[e.user_id]
@@ -195,16 +203,12 @@ def engine_scores(path: Path, at: float, horizon: float, purchases_only: bool) -
 
 
 def compare(path: Path, at: float, horizon: float, purchases_only: bool) -> dict[str, Any]:
-    customers = load(path, purchases_only)
     if purchases_only:  # the engine sees exactly the purchases the baselines see
         with tempfile.NamedTemporaryFile("wb", suffix=".jsonl", delete=False) as fh:
-            decoder = Decoder(1 << 20, math.inf, lambda: 0.0)
-            for _, raw in iter_lines(path):
-                d = decoder.decode(raw)
-                if d.event is not None and d.event.event_type == "purchase":
-                    fh.write(raw + b"\n")
+            customers = load(path, purchases_only, fh)
             engine_file = Path(fh.name)
     else:
+        customers = load(path, purchases_only)
         engine_file = path
     try:
         engine = engine_scores(engine_file, at, horizon, purchases_only)

@@ -103,20 +103,14 @@ def write_report(run: EvaluationRun, out_dir: Path) -> list[Path]:
     save(fig, "calibration.png")
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.hist(
-        [s for s, y in zip(scores, labels, strict=True) if y == 0],
-        bins=40,
-        alpha=0.6,
-        density=True,
-        label="retained (0)",
-    )
-    ax.hist(
-        [s for s, y in zip(scores, labels, strict=True) if y == 1],
-        bins=40,
-        alpha=0.6,
-        density=True,
-        label="churned (1)",
-    )
+    for cls, name in ((0, "retained (0)"), (1, "churned (1)")):
+        ax.hist(
+            [s for s, y in zip(scores, labels, strict=True) if y == cls],
+            bins=40,
+            alpha=0.6,
+            density=True,
+            label=name,
+        )
     ax.set_xlabel("p at scoring time")
     ax.set_title("Score distribution by outcome")
     ax.legend()
