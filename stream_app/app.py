@@ -12,7 +12,8 @@ import faust
 from faust.serializers import codecs
 
 from stream_app.agents.score import ScoreHandler, Send
-from stream_app.core.engine import Engine, EngineConfig
+from stream_app.core.config import EngineConfig
+from stream_app.core.engine import Engine
 from stream_app.core.features import UserState
 from stream_app.ingest import Decoder
 from stream_app.metrics import CONTENT_TYPE, Metrics

@@ -21,11 +21,12 @@ from typing import IO, Any
 
 from pydantic import TypeAdapter
 
-from stream_app.core.engine import Engine, EngineConfig
+from stream_app.core.config import EngineConfig, LearnerConfig, ModelConfig
+from stream_app.core.engine import Engine
 from stream_app.core.features import UserState
 from stream_app.core.labels import Label
 from stream_app.core.learner import Learner, roc_auc
-from stream_app.core.model import LinearScorer, OnlineModel
+from stream_app.core.model import OnlineModel
 from stream_app.errors import InputFileError
 from stream_app.ingest import Decoder
 from stream_app.settings import Settings, load_settings
@@ -163,15 +164,11 @@ def _evaluate(
     t0 = time.perf_counter()
     config = EngineConfig.from_settings(settings)
     engine = Engine(config)
-    model = OnlineModel(
-        engine.space.names,
-        engine.space.schema,
-        settings.learning_rate,
-        settings.l2,
-        settings.min_labels_ready,
+    model = OnlineModel.from_config(
+        engine.space.names, engine.space.schema, ModelConfig.from_settings(settings)
     )
-    learner = Learner(model)
-    prior = engine.scorer
+    lcfg = LearnerConfig.from_settings(settings)
+    learner = Learner(model, lcfg.snapshot_every, lcfg.rolling_window)
     decoder = Decoder.from_settings(settings)
     invalid: Counter[str] = Counter()
     events = _sorted(path, decoder, invalid) if ordered else _streamed(path, decoder, invalid)
@@ -206,7 +203,7 @@ def _evaluate(
                 )
             snap = learner.learn(lab)
             if snap is not None:
-                engine.scorer = LinearScorer(snap) if snap.ready else prior
+                engine.use_snapshot(snap)
 
     first = True
     try:

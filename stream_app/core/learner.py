@@ -12,6 +12,7 @@ import math
 from river import drift, metrics
 
 from schemas.outputs import ModelSnapshot
+from stream_app.core.config import LearnerConfig
 from stream_app.core.labels import Label
 from stream_app.core.model import ColdStartPrior, OnlineModel
 
@@ -37,7 +38,10 @@ class Learner:
     """
 
     def __init__(
-        self, model: OnlineModel, snapshot_every: int = 500, rolling_window: int = 2000
+        self,
+        model: OnlineModel,
+        snapshot_every: int = LearnerConfig.snapshot_every,
+        rolling_window: int = LearnerConfig.rolling_window,
     ) -> None:
         self.model = model
         self.snapshot_every = snapshot_every

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from river import compose, linear_model, optim, preprocessing
 
 from schemas.outputs import ModelSnapshot, ScalerState
+from stream_app.core.config import ModelConfig
 from stream_app.errors import SnapshotError
 
 
@@ -154,9 +155,9 @@ class OnlineModel:
         self,
         features: Sequence[str],
         schema: str,
-        learning_rate: float = 0.02,
-        l2: float = 1e-4,
-        min_labels_ready: int = 500,
+        learning_rate: float = ModelConfig.learning_rate,
+        l2: float = ModelConfig.l2,
+        min_labels_ready: int = ModelConfig.min_labels_ready,
     ) -> None:
         self.features = list(features)
         self.schema = schema
@@ -167,6 +168,10 @@ class OnlineModel:
         self.n_labels = 0
         self.version = 0
         self.beats_prior = False
+
+    @classmethod
+    def from_config(cls, features: Sequence[str], schema: str, config: ModelConfig) -> OnlineModel:
+        return cls(features, schema, config.learning_rate, config.l2, config.min_labels_ready)
 
     def _fresh(self) -> compose.Pipeline:
         return compose.Pipeline(

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.events import EVENT_ADAPTER, EVENT_TYPES
-from stream_app.core.engine import Engine, EngineConfig
+from stream_app.core.config import EngineConfig
+from stream_app.core.engine import Engine
 from stream_app.core.features import UserState
 
 T0 = 1767614400.0
