@@ -171,7 +171,9 @@ class Replay:
             self.engine.space.names, self.engine.space.schema, ModelConfig.from_settings(settings)
         )
         lcfg = LearnerConfig.from_settings(settings)
-        self.learner = Learner(self.model, lcfg.snapshot_every, lcfg.rolling_window)
+        self.learner = Learner(
+            self.model, lcfg.snapshot_every, lcfg.rolling_window, example_dedup=0
+        )
         self.store: dict[str, UserState] = {}
         self.invalid: Counter[str] = Counter()
         self.counts = _Counts()

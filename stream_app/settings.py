@@ -9,6 +9,7 @@ from pydantic import (
     AliasChoices,
     BeforeValidator,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -87,6 +88,11 @@ class Settings(BaseSettings):
         "churn.training",
         description="Resolved training examples (created with 1 partition: one learner).",
     )
+    topic_model: str = Field(
+        "churn.model",
+        description="Model snapshots (created with 1 partition, compacted); every worker "
+        "reads it from the start.",
+    )
     store: str = Field(
         "memory://",
         description="Faust table store URL. memory:// rebuilds tables from their changelog "
@@ -95,6 +101,27 @@ class Settings(BaseSettings):
     data_dir: str = Field("./stream-app-data", description="Faust data directory.")
     web_host: str = Field("127.0.0.1", description="Bind address of the HTTP server.")
     web_port: int = Field(6066, ge=1, le=65535, description="Port of /metrics and the API.")
+    canonical_url: str | None = Field(
+        None,
+        description="URL other workers reach this one's web server at (to route "
+        "/users/{id}); default http://WEB_HOST:WEB_PORT.",
+    )
+    api_token: SecretStr | None = Field(
+        None,
+        description="When set, endpoints that return user data require "
+        "'Authorization: Bearer <token>'.",
+    )
+    snapshot_max_interval: Duration = Field(
+        30.0,
+        gt=0,
+        description="Live learner: publish a snapshot at least this often (wall clock) "
+        "while it has learned anything new, even short of SNAPSHOT_EVERY labels.",
+    )
+    model_load_timeout: Duration = Field(
+        30.0,
+        description="At start-up, scoring waits at most this long for the model topic to "
+        "be read (then it starts with what it has).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Worker log level."
     )

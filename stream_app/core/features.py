@@ -122,6 +122,15 @@ def event_hash(event_id: str) -> bytes:
     return h if h != _EMPTY_SLOT else b"\x00" * 7 + b"\x01"  # all-zero marks an empty slot
 
 
+def ring_contains(ring: bytearray, digest: bytes) -> bool:
+    """Whether an 8-byte ``digest`` is one of the slots of ``ring`` (one C-level search;
+    a match straddling two slots is not a match)."""
+    i = ring.find(digest)
+    while i % 8 and i != -1:
+        i = ring.find(digest, i + 1)
+    return i != -1
+
+
 class Pending:
     """One open training snapshot of a user: the score and features at ``scored_at``, and
     its label once activity resolved it (see labels.py)."""
@@ -237,11 +246,7 @@ class UserState:
 
     # --- dedup ------------------------------------------------------------------------
     def seen(self, digest: bytes) -> bool:
-        buf = self.recent
-        i = buf.find(digest)
-        while i % 8 and i != -1:  # a match straddling two slots is not a match
-            i = buf.find(digest, i + 1)
-        return i != -1
+        return ring_contains(self.recent, digest)
 
     def remember(self, digest: bytes) -> None:
         pos = self.recent_pos

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from river import compose, linear_model, optim, preprocessing
 
-from schemas.outputs import ModelSnapshot, ScalerState
+from schemas.outputs import LearnerCheckpoint, ModelSnapshot, ScalerState
 from stream_app.core.config import ModelConfig
 from stream_app.errors import SnapshotError
 
@@ -41,6 +41,8 @@ class Scorer(Protocol):
     def score(self, vec: Sequence[float]) -> float: ...
 
     def reasons(self, vec: Sequence[float], k: int = 3) -> list[str]: ...
+
+    def reason_codes(self, vec: Sequence[float], k: int = 3) -> list[tuple[str, float]]: ...
 
 
 class ColdStartPrior:
@@ -72,8 +74,16 @@ class ColdStartPrior:
         return sigmoid(self.INTERCEPT + sum(w * vec[i] for i, w, _ in self._terms))
 
     def reasons(self, vec: Sequence[float], k: int = 3) -> list[str]:
+        return [n for n, _ in self.reason_codes(vec, k)]
+
+    def reason_codes(self, vec: Sequence[float], k: int = 3) -> list[tuple[str, float]]:
+        """The prior's positive terms ``w * x``, largest first."""
         terms = sorted(((w * vec[i], n) for i, w, n in self._terms), reverse=True)
-        return [n for c, n in terms[:k] if c > 0]
+        return [(n, c) for c, n in terms[:k] if c > 0]
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return dict(self.TERMS)
 
 
 class LinearScorer:
@@ -138,14 +148,17 @@ class LinearScorer:
         ]
 
     def reasons(self, vec: Sequence[float], k: int = 3) -> list[str]:
-        """Features pushing the risk up the most: the top positive ``w_i * z_i`` terms, or
-        the prior's when the silence guard set the score."""
+        return [n for n, _ in self.reason_codes(vec, k)]
+
+    def reason_codes(self, vec: Sequence[float], k: int = 3) -> list[tuple[str, float]]:
+        """Features pushing the risk up the most, with their terms: the top positive
+        ``w_i * z_i``, or the prior's when the silence guard set the score."""
         if self.guarded(vec):
             assert self._prior is not None
             if self._prior.score(vec) > self.model_score(vec):
-                return self._prior.reasons(vec, k)
+                return self._prior.reason_codes(vec, k)
         top = sorted((c for c in self.contributions(vec) if c[0] > 0), reverse=True)
-        return [n for _, n in top[:k]]
+        return [(n, c) for c, n in top[:k]]
 
 
 class OnlineModel:
@@ -198,6 +211,7 @@ class OnlineModel:
         created_at: datetime | None = None,
         trained_through: dict[str, int] | None = None,
         metrics: dict[str, float] | None = None,
+        learner: LearnerCheckpoint | None = None,
     ) -> ModelSnapshot:
         scaler: Any = self.pipeline.steps["StandardScaler"]
         lr: Any = self.pipeline.steps["LogisticRegression"]
@@ -219,6 +233,7 @@ class OnlineModel:
             ready=self.ready,
             trained_through=dict(trained_through or {}),
             metrics={k: v for k, v in (metrics or {}).items() if math.isfinite(v)},
+            learner=learner,
         )
 
     def load(self, snap: ModelSnapshot) -> None:
