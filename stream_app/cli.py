@@ -141,6 +141,16 @@ def _worker(args: argparse.Namespace) -> int:
 
     ensure_topics(settings)
     app = create_app(settings)
+    from stream_app.agents.model_sync import preload
+
+    deps = app.deps
+    assert deps.model is not None
+    read = preload(settings, deps.model)
+    print(
+        f"stream-app worker: read {read} model snapshot message(s); scoring with "
+        f"v{deps.engine.scorer.version}",
+        file=sys.stderr,
+    )
     sys.argv = [
         "stream-app",
         "worker",

@@ -117,11 +117,6 @@ class Settings(BaseSettings):
         description="Live learner: publish a snapshot at least this often (wall clock) "
         "while it has learned anything new, even short of SNAPSHOT_EVERY labels.",
     )
-    model_load_timeout: Duration = Field(
-        30.0,
-        description="At start-up, scoring waits at most this long for the model topic to "
-        "be read (then it starts with what it has).",
-    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Worker log level."
     )

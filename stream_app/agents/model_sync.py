@@ -13,6 +13,8 @@ from typing import Any
 
 import faust
 from aiokafka import TopicPartition
+from kafka import KafkaConsumer
+from kafka import TopicPartition as KafkaTopicPartition
 from mode import Service
 
 from schemas.outputs import ModelSnapshot
@@ -21,6 +23,7 @@ from stream_app.core.engine import Engine
 from stream_app.core.model import check_snapshot
 from stream_app.errors import SnapshotError
 from stream_app.metrics import Metrics
+from stream_app.settings import Settings
 from stream_app.wiring import Deps
 
 log = logging.getLogger(__name__)
@@ -92,6 +95,35 @@ class ModelSync:
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return " ".join(text[:3])[:300]
+
+
+def preload(settings: Settings, sync: ModelSync, timeout_ms: int = 30_000) -> int:
+    """Read the model topic to its end before the worker starts consuming, so the first
+    events after a start are scored by the newest model; returns the messages read. Uses a
+    blocking kafka-python consumer: it runs before the event loop."""
+    tp = KafkaTopicPartition(settings.topic_model, 0)
+    reader = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
+        client_id=f"{settings.app_id}-model-preload",
+        enable_auto_commit=False,
+        group_id=None,
+        request_timeout_ms=timeout_ms,
+    )
+    try:
+        if tp.topic not in reader.topics():
+            return 0
+        reader.assign([tp])
+        reader.seek_to_beginning(tp)
+        end = reader.end_offsets([tp])[tp]
+        n = 0
+        while reader.position(tp) < end:
+            for msgs in reader.poll(timeout_ms=1000).values():
+                for msg in msgs:
+                    sync.handle(msg.offset, msg.value)
+                    n += 1
+        return n
+    finally:
+        reader.close()
 
 
 class ModelSyncService(Service):
