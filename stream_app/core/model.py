@@ -41,6 +41,8 @@ class Scorer(Protocol):
 
     def reasons(self, vec: Sequence[float], k: int = 3) -> list[str]: ...
 
+    def reason_codes(self, vec: Sequence[float], k: int = 3) -> list[tuple[str, float]]: ...
+
 
 class ColdStartPrior:
     """Scores until the learned model is ready: risk grows with the days of silence.
@@ -71,8 +73,12 @@ class ColdStartPrior:
         return sigmoid(self.INTERCEPT + sum(w * vec[i] for i, w, _ in self._terms))
 
     def reasons(self, vec: Sequence[float], k: int = 3) -> list[str]:
+        return [n for n, _ in self.reason_codes(vec, k)]
+
+    def reason_codes(self, vec: Sequence[float], k: int = 3) -> list[tuple[str, float]]:
+        """The top positive terms ``w_i * x_i`` as (feature name, log-odds contribution)."""
         terms = sorted(((w * vec[i], n) for i, w, n in self._terms), reverse=True)
-        return [n for c, n in terms[:k] if c > 0]
+        return [(n, c) for c, n in terms[:k] if c > 0]
 
 
 class LinearScorer:
@@ -139,12 +145,16 @@ class LinearScorer:
     def reasons(self, vec: Sequence[float], k: int = 3) -> list[str]:
         """Features pushing the risk up the most: the top positive ``w_i * z_i`` terms, or
         the prior's when the silence guard set the score."""
+        return [n for n, _ in self.reason_codes(vec, k)]
+
+    def reason_codes(self, vec: Sequence[float], k: int = 3) -> list[tuple[str, float]]:
+        """:meth:`reasons` with their values: (feature name, ``w_i * z_i`` in log-odds)."""
         if self.guarded(vec):
             assert self._prior is not None
             if self._prior.score(vec) > self.model_score(vec):
-                return self._prior.reasons(vec, k)
+                return self._prior.reason_codes(vec, k)
         top = sorted((c for c in self.contributions(vec) if c[0] > 0), reverse=True)
-        return [n for _, n in top[:k]]
+        return [(n, v) for v, n in top[:k]]
 
 
 class OnlineModel:
