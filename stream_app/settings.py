@@ -147,6 +147,13 @@ class Settings(BaseSettings):
         500, ge=0, description="Labels before the model replaces the cold-start prior."
     )
 
+    # --- Retention policy -------------------------------------------------------------
+    policy_file: str | None = Field(
+        None,
+        description="TOML file of the retention policy (docs/policy.md); "
+        "unset = the built-in defaults.",
+    )
+
     @field_validator("kafka_bootstrap_servers")
     @classmethod
     def _check_bootstrap(cls, value: str) -> str:
