@@ -10,27 +10,14 @@ it; untreated and holdout users keep the churn path. Untagged events are always 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import datetime
-from typing import Protocol
+from schemas.events import EventView
 
 TAG = "treatment_path"
 CHURN = "churn"
 SAVED = "saved"
 
 
-class TaggedEvent(Protocol):
-    """What the filter reads of an event (pydantic models and wire structs alike)."""
-
-    @property
-    def user_id(self) -> str: ...
-    @property
-    def ts(self) -> datetime: ...
-    @property
-    def properties(self) -> Mapping[str, str | bool | int | float] | None: ...
-
-
-def path_of(event: TaggedEvent) -> str | None:
+def path_of(event: EventView) -> str | None:
     props = event.properties
     value = props.get(TAG) if props else None
     return value if isinstance(value, str) and value in (CHURN, SAVED) else None
@@ -54,7 +41,7 @@ class TreatmentSimulator:
             self.treated_at[user_id] = at
 
     @staticmethod
-    def keep(event: TaggedEvent, treated_at: float | None, ts: float | None = None) -> bool:
+    def keep(event: EventView, treated_at: float | None, ts: float | None = None) -> bool:
         """Whether ``event`` happens in the world where the user was first treated at
         ``treated_at`` (None: never). ``ts`` is the event time in POSIX seconds if the
         caller has it."""
@@ -66,5 +53,5 @@ class TreatmentSimulator:
             return treated_at is not None and at > treated_at
         return treated_at is None or at <= treated_at
 
-    def keep_event(self, event: TaggedEvent, ts: float | None = None) -> bool:
+    def keep_event(self, event: EventView, ts: float | None = None) -> bool:
         return self.keep(event, self.treated_at.get(event.user_id), ts)

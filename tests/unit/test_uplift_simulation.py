@@ -84,9 +84,9 @@ def replay(path: Path) -> list[Example]:
         if first:
             engine.labels_from = ts + settings.eval_warmup
             first = False
-        if path_of(event) is not None:  # type: ignore[arg-type]
+        if path_of(event) is not None:
             on(engine.catch_up(store, clock, event.user_id, ts))
-            if not sim.keep_event(event, ts):  # type: ignore[arg-type]
+            if not sim.keep_event(event, ts):
                 continue
         result = engine.process(store, clock, event, ts)
         if result.status == "applied":
