@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -59,11 +61,21 @@ def test_the_example_file_sets_every_key_to_its_default() -> None:
             assert re.search(rf"^{key} = ", text, re.M), f"{section}.{key}"
 
 
-def test_every_key_is_documented() -> None:
+def test_every_key_is_documented_with_its_real_default() -> None:
     doc = (ROOT / "docs/policy.md").read_text()
+    rows = dict(re.findall(r"^\| `([a-z_.]+)` \| `([^`]*)` \|", doc, re.M))
+    defaults = PolicyConfig()
     for section, key in all_keys():
         name = f"{section}.{key}" if key else section
-        assert f"`{name}`" in doc, name
+        assert name in rows, f"docs/policy.md lacks {name}"
+        value = getattr(getattr(defaults, section), key) if key else getattr(defaults, section)
+        # The documented default, read the way the TOML file would be.
+        documented = tomllib.loads(f"x = {json.dumps(rows[name])}")["x"]
+        as_typed = PolicyConfig.model_validate(
+            {section: {key: documented}} if key else {section: documented}
+        )
+        got = getattr(getattr(as_typed, section), key) if key else getattr(as_typed, section)
+        assert got == value, f"{name}: documented {rows[name]}, default {value}"
 
 
 @pytest.mark.parametrize(

@@ -167,7 +167,7 @@ class BreakerChange:
 
 class PartitionGuard:
     """Budget and circuit breaker of one partition, in event time. The driver keeps one
-    per partition (like the PartitionClock); ``to_dict``/``from_dict`` let it persist them.
+    per partition (like the PartitionClock); ``to_dict``/``restore`` let it persist them.
     """
 
     def __init__(
