@@ -78,6 +78,25 @@ class ScalerState(_Out):
     var: dict[str, Annotated[float, Field(ge=0.0, allow_inf_nan=False)]]
 
 
+class LearnerCheckpoint(_Out):
+    """The learner's own state beside the model, so a restarted learner continues exactly:
+    counters, the ids of recent examples (dedup) and the prequential metric windows.
+    Workers ignore it."""
+
+    labels: int = Field(ge=0)
+    positives: int = Field(ge=0)
+    loss_sum: FiniteFloat = Field(ge=0.0)
+    drifts: int = Field(ge=0)
+    since_snapshot: int = Field(0, ge=0, description="Labels learned since the last snapshot.")
+    recent_examples: str = Field(
+        description="Base64 of 8-byte digests of recent example ids (a ring), oldest first."
+    )
+    window: str = Field(
+        description="Base64 of little-endian float64 rows (y, p, challenger p, prior p) of "
+        "the rolling window, oldest first; NaN where an example was not judged."
+    )
+
+
 class ModelSnapshot(_Out):
     """The learner's model as data (never pickle): enough to score exactly as it does."""
 
@@ -92,9 +111,14 @@ class ModelSnapshot(_Out):
     n_labels: int = Field(ge=0)
     ready: bool = Field(description="False while the cold-start prior still scores.")
     trained_through: dict[str, int] = Field(
-        default_factory=dict, description="Training topic partition -> offset."
+        default_factory=dict,
+        description="Training topic partition -> offset of the last example this model "
+        "includes (the learner resumes after it).",
     )
     metrics: dict[str, FiniteFloat] = Field(default_factory=dict)
+    learner: LearnerCheckpoint | None = Field(
+        None, description="The learner's state for restarts (workers ignore it)."
+    )
 
 
 Action = Literal["cart_reminder", "outreach", "coupon", "win_back", "recommendations"]

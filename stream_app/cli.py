@@ -106,7 +106,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "evaluate":
         from stream_app.offline import evaluate_cli
 
-        return evaluate_cli(args)
+        run = evaluate_cli(args)
+        if args.report_dir is not None:
+            from stream_app.report import write_report
+
+            for path in write_report(run, args.report_dir):
+                print(f"evaluate: wrote {path}", file=sys.stderr)
+        return 0
     if args.command in ("replay", "topics"):
         from stream_app.settings import load_settings
         from stream_app.topics import ensure_topics

@@ -21,29 +21,18 @@ from typing import IO, Any
 
 from pydantic import TypeAdapter
 
-from stream_app.core.engine import Engine, EngineConfig
+from stream_app.core.config import EngineConfig, LearnerConfig, ModelConfig
+from stream_app.core.engine import Engine
 from stream_app.core.features import UserState
 from stream_app.core.labels import Label
 from stream_app.core.learner import Learner, roc_auc
-from stream_app.core.model import LinearScorer, OnlineModel
+from stream_app.core.model import OnlineModel
 from stream_app.errors import InputFileError
 from stream_app.ingest import Decoder
+from stream_app.jsonl import iter_lines
 from stream_app.settings import Settings, load_settings
 
 _DATETIME: TypeAdapter[datetime] = TypeAdapter(datetime)
-
-
-def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """(line number, raw bytes without newline) for every non-blank line."""
-    try:
-        fh = path.open("rb")
-    except OSError as exc:
-        raise InputFileError(f"cannot read {path}: {exc.strerror}") from None
-    with fh:
-        for n, line in enumerate(fh, 1):
-            line = line.rstrip(b"\r\n")
-            if line.strip():
-                yield n, line
 
 
 def validate_file(path: Path, err: IO[str]) -> dict[str, Any]:
@@ -157,35 +146,96 @@ def evaluate(path: Path, settings: Settings, options: EvaluateOptions) -> Evalua
         gc.set_threshold(*old)
 
 
+@dataclass
+class _Counts:
+    total: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    scores: int = 0
+
+
+class Replay:
+    """One replay of a file through the engine and the learner. Iterating it yields every
+    resolved label in prequential order (each one already used to evaluate, then to learn);
+    the state it leaves (store, learner, counts) makes the summary."""
+
+    def __init__(
+        self, path: Path, settings: Settings, options: EvaluateOptions, ordered: bool
+    ) -> None:
+        self.path = path
+        self.settings = settings
+        self.options = options
+        self.ordered = ordered
+        self.engine = Engine(EngineConfig.from_settings(settings))
+        self.model = OnlineModel.from_config(
+            self.engine.space.names, self.engine.space.schema, ModelConfig.from_settings(settings)
+        )
+        lcfg = LearnerConfig.from_settings(settings)
+        self.learner = Learner(
+            self.model, lcfg.snapshot_every, lcfg.rolling_window, example_dedup=0
+        )
+        self.store: dict[str, UserState] = {}
+        self.invalid: Counter[str] = Counter()
+        self.counts = _Counts()
+
+    def __iter__(self) -> Iterator[Label]:
+        engine, learner, store, counts = self.engine, self.learner, self.store, self.counts
+        options = self.options
+        decoder = Decoder.from_settings(self.settings)
+        read = _sorted if self.ordered else _streamed
+        clock = engine.new_clock()
+        scores_at = options.scores_at
+        exported = False
+        first = True
+        progress = options.progress
+        t0 = time.perf_counter()
+        for ts, event in read(self.path, decoder, self.invalid):
+            if first:
+                engine.labels_from = ts + self.settings.eval_warmup
+                first = False
+            counts.total += 1
+            if scores_at is not None and not exported and ts >= scores_at:
+                _export_scores(engine, store, scores_at, options.scores_out)
+                exported = True
+            res = engine.process(store, clock, event, ts)
+            if res.status == "duplicate":
+                counts.duplicates += 1
+                continue
+            counts.applied += 1
+            counts.scores += len(res.scores)
+            # The event's labels are learned before the timer sweep scores anyone: a
+            # snapshot they complete changes the model the sweep scores with.
+            yield from self._learned(res.labels)
+            due = engine.advance(store, clock)
+            if due is not None:
+                counts.scores += len(due.scores)
+                yield from self._learned(due.labels)
+            if progress is not None and counts.total % options.progress_every == 0:
+                rate = counts.total / (time.perf_counter() - t0)
+                progress.write(
+                    f"evaluate: {counts.total} events, {learner.n} labels, {rate:,.0f} events/s\n"
+                )
+        if scores_at is not None and not exported:
+            _export_scores(engine, store, scores_at, options.scores_out)
+
+    def _learned(self, labels: list[Label]) -> Iterator[Label]:
+        """Evaluate-then-learn each label; a completed snapshot swaps the engine's model."""
+        for lab in labels:
+            snap = self.learner.learn(lab)
+            if snap is not None:
+                self.engine.use_snapshot(snap)
+            yield lab
+
+
 def _evaluate(
     path: Path, settings: Settings, options: EvaluateOptions, ordered: bool
 ) -> EvaluationRun:
     t0 = time.perf_counter()
-    config = EngineConfig.from_settings(settings)
-    engine = Engine(config)
-    model = OnlineModel(
-        engine.space.names,
-        engine.space.schema,
-        settings.learning_rate,
-        settings.l2,
-        settings.min_labels_ready,
-    )
-    learner = Learner(model)
-    prior = engine.scorer
-    decoder = Decoder.from_settings(settings)
-    invalid: Counter[str] = Counter()
-    events = _sorted(path, decoder, invalid) if ordered else _streamed(path, decoder, invalid)
-
-    store: dict[str, UserState] = {}
-    clock = engine.new_clock()
+    replay = Replay(path, settings, options, ordered)
     run = EvaluationRun(summary={})
     pred_fh = options.predictions_out.open("w") if options.predictions_out else None
-    duplicates = n_scores = applied = total = 0
-    scores_at = options.scores_at
-    exported = False
-
-    def on_labels(labels: list[Any]) -> None:
-        for lab in labels:
+    try:
+        for lab in replay:
             run.labels.append(lab.label)
             run.scores.append(lab.p)
             run.recency.append(lab.features.get("days_since_last_event", 0.0))
@@ -204,53 +254,21 @@ def _evaluate(
                     )
                     + "\n"
                 )
-            snap = learner.learn(lab)
-            if snap is not None:
-                engine.scorer = LinearScorer(snap) if snap.ready else prior
-
-    first = True
-    try:
-        for ts, event in events:
-            if first:
-                engine.labels_from = ts + settings.eval_warmup
-                first = False
-            total += 1
-            if scores_at is not None and not exported and ts >= scores_at:
-                _export_scores(engine, store, scores_at, options.scores_out)
-                exported = True
-            res = engine.process(store, clock, event, ts)
-            if res.status == "duplicate":
-                duplicates += 1
-                continue
-            applied += 1
-            n_scores += len(res.scores)
-            if res.labels:
-                on_labels(res.labels)
-            due = engine.advance(store, clock)
-            if due is not None:
-                n_scores += len(due.scores)
-                on_labels(due.labels)
-            if options.progress and total % options.progress_every == 0:
-                rate = total / (time.perf_counter() - t0)
-                options.progress.write(
-                    f"evaluate: {total} events, {len(run.labels)} labels, {rate:,.0f} events/s\n"
-                )
-        if scores_at is not None and not exported:
-            _export_scores(engine, store, scores_at, options.scores_out)
     finally:
         if pred_fh is not None:
             pred_fh.close()
     elapsed = time.perf_counter() - t0
 
-    summary = learner.summary()
+    counts, invalid, model = replay.counts, replay.invalid, replay.model
+    summary = replay.learner.summary()
     run.summary = {
-        "events": applied,
-        "users": len(store),
+        "events": counts.applied,
+        "users": len(replay.store),
         "labels": len(run.labels),
         "positives": sum(run.labels),
         "auc": _round(roc_auc(run.labels, run.scores)),
         "logloss": _round(summary["logloss"]),
-        "events_per_second": round(total / elapsed) if elapsed > 0 else None,
+        "events_per_second": round(counts.total / elapsed) if elapsed > 0 else None,
         "auc_recency": _round(roc_auc(run.labels, run.recency)),
         # The same comparison on the labels whose p came from the learned model (not the
         # cold-start prior): the steady state a long-running deployment lives in.
@@ -259,11 +277,11 @@ def _evaluate(
         "drifts": int(summary["drifts"]),
         "invalid": sum(invalid.values()),
         "invalid_reasons": dict(sorted(invalid.items())),
-        "duplicates": duplicates,
-        "scores": n_scores,
+        "duplicates": counts.duplicates,
+        "scores": counts.scores,
         "model_version": model.version,
         "model_ready": model.ready,
-        "memory_per_user_bytes": memory_per_user(store),
+        "memory_per_user_bytes": memory_per_user(replay.store),
         "sorted_input": not ordered,
         "seconds": round(elapsed, 3),
     }
@@ -340,7 +358,7 @@ def parse_time(text: str) -> float:
     return dt.timestamp()
 
 
-def evaluate_cli(args: Any) -> int:
+def evaluate_cli(args: Any) -> EvaluationRun:
     overrides: dict[str, object] = {}
     if args.horizon is not None:
         overrides["horizon"] = args.horizon
@@ -358,9 +376,4 @@ def evaluate_cli(args: Any) -> int:
     )
     run = evaluate(args.file, settings, options)
     print(json.dumps(run.summary), flush=True)
-    if args.report_dir is not None:
-        from stream_app.report import write_report
-
-        for path in write_report(run, args.report_dir):
-            print(f"evaluate: wrote {path}", file=sys.stderr)
-    return 0
+    return run

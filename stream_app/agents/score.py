@@ -1,18 +1,22 @@
-"""The score agent's logic: decode, route, dedupe, run the engine, say what to send.
+"""The score agent: decode, route, dedupe, run the engine, say what to send.
 
 ``ScoreHandler.handle`` is synchronous and does no I/O: it returns the messages to send, so
-the Faust agent stays a thin loop and this stays testable without a broker.
+the Faust agent (:func:`register`) stays a thin loop and this stays testable without a
+broker.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
+import faust
 from kafka.partitioner.default import murmur2
 
 from schemas.events import EventView
@@ -23,6 +27,7 @@ from stream_app.core.labels import Label
 from stream_app.core.timers import PartitionClock
 from stream_app.ingest import Decoder, Rejection, Source, dead_letter
 from stream_app.metrics import Metrics
+from stream_app.wiring import Deps
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +40,7 @@ def partition_for(key: bytes, partitions: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    topic: str  # logical name: "dlq", "clickstream" (re-route), "training"
+    topic: str  # role in wiring.Topics: "dlq", "clickstream" (re-route), "training", "model"
     key: bytes | None
     value: bytes
     partition: int | None = None
@@ -192,3 +197,71 @@ class ScoreHandler:
             source.offset,
         )
         return Outcome("invalid", [Send("dlq", source.key, letter.model_dump_json().encode())])
+
+
+def sender(deps: Deps) -> Callable[[Send], Awaitable[Any]]:
+    """Send one handler output to the topic of its role."""
+
+    async def send(out: Send) -> Any:
+        topic = deps.topics.by_name(out.topic)
+        return await topic.send(key=out.key, value=out.value, partition=out.partition)
+
+    return send
+
+
+async def model_loaded(deps: Deps) -> None:
+    """Wait (bounded) until the model sync has read every snapshot published before
+    start-up, so the first events after a restart are not scored by the prior."""
+    service = deps.model_service
+    if service is None or service.caught_up.is_set():
+        return
+    timeout = deps.settings.model_load_timeout
+    try:
+        await asyncio.wait_for(service.caught_up.wait(), timeout)
+    except TimeoutError:
+        log.warning(
+            "no model snapshot read within %.0fs; scoring starts with v%d",
+            timeout,
+            deps.engine.scorer.version,
+        )
+
+
+def register(app: faust.App, deps: Deps) -> Any:
+    """The score agent on the clickstream topic; returns the Faust agent."""
+    handler = ScoreHandler(
+        deps.engine,
+        Decoder.from_settings(deps.settings),
+        deps.metrics,
+        deps.settings.topic_partitions,
+        deps.settings.topic_clickstream,
+        deps.settings.dlq_payload_bytes,
+    )
+    metrics, users, send = deps.metrics, deps.users, sender(deps)
+
+    # concurrency stays 1: >1 can commit offsets past unprocessed messages.
+    @app.agent(deps.topics.clickstream, name="score", concurrency=1)
+    async def score(stream: Any) -> None:
+        await model_loaded(deps)
+        async for event in stream.events():
+            msg = event.message
+            t0 = time.perf_counter()
+            try:
+                outcome = handler.handle(users, msg.partition, msg.offset, msg.key, msg.value)
+            except Exception:
+                log.exception(
+                    "unexpected error topic=%s partition=%s offset=%s",
+                    msg.topic,
+                    msg.partition,
+                    msg.offset,
+                )
+                raise
+            for out in outcome.sends:
+                await send(out)
+            metrics.process_seconds.observe(time.perf_counter() - t0)
+
+    async def _assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        handler.reset_clocks()
+
+    app.on_partitions_assigned.connect(_assigned)
+    deps.score, deps.score_agent = handler, score
+    return score

@@ -9,14 +9,16 @@ depend only on that user's events and the model in use, not on how fast the wate
 from __future__ import annotations
 
 import math
-from collections.abc import MutableMapping, Sequence
+from collections.abc import MutableMapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from schemas.events import EventView
+from schemas.outputs import ModelSnapshot
+from stream_app.core.config import EngineConfig
 from stream_app.core.features import FeatureSpace, UserState, event_hash
 from stream_app.core.labels import Label, LabelBook
-from stream_app.core.model import ColdStartPrior, Scorer
+from stream_app.core.model import ColdStartPrior, LinearScorer, Scorer
 from stream_app.core.timers import PartitionClock
 
 # Events that change a user's risk enough to rescore at once, even inside a session.
@@ -24,35 +26,6 @@ SIGNAL_TYPES = frozenset({"purchase", "return", "support_contact", "review"})
 
 Status = Literal["applied", "duplicate", "late"]
 Trigger = Literal["event", "silence"]
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    half_lives: Sequence[float] = (86400.0, 604800.0, 2592000.0)
-    session_gap: float = 1800.0
-    score_min_interval: float = 1800.0
-    rescore_after: Sequence[float] = tuple(d * 86400.0 for d in (1, 3, 7, 14, 21, 30, 45, 60, 90))
-    horizon: float = 30 * 86400.0
-    label_activity: Literal["session", "purchase"] = "session"
-    snapshot_interval: float = 7 * 86400.0
-    allowed_lateness: float = 3600.0
-    dedup_capacity: int = 64
-    label_release: Literal["horizon", "activity"] = "horizon"
-
-    @classmethod
-    def from_settings(cls, s: Any) -> EngineConfig:
-        return cls(
-            half_lives=tuple(s.half_lives),
-            session_gap=s.session_gap,
-            score_min_interval=s.score_min_interval,
-            rescore_after=tuple(s.rescore_after),
-            horizon=s.horizon,
-            label_activity=s.label_activity,
-            snapshot_interval=s.snapshot_interval,
-            allowed_lateness=s.allowed_lateness,
-            dedup_capacity=s.dedup_capacity,
-            label_release=s.label_release,
-        )
 
 
 @dataclass(slots=True)
@@ -86,7 +59,8 @@ class Engine:
         self.labels = LabelBook(
             config.horizon, config.snapshot_interval, self.space.names, config.label_release
         )
-        self.scorer: Scorer = scorer or ColdStartPrior(self.space.names)
+        self.prior = ColdStartPrior(self.space.names)
+        self.scorer: Scorer = scorer or self.prior
         self._rescore = tuple(sorted(config.rescore_after))
         self._purchase_only = config.label_activity == "purchase"
         self._score_min_interval = config.score_min_interval
@@ -94,6 +68,17 @@ class Engine:
         # file's first event + warm-up, so that labels come from users whose features had
         # time to fill (everyone looks brand new on the first day of a log).
         self.labels_from = -math.inf
+
+    # --- the model in use ---------------------------------------------------------------
+    def use_scorer(self, scorer: Scorer) -> None:
+        """Score with ``scorer`` from now on (both drivers swap models only through here)."""
+        self.scorer = scorer
+
+    def use_snapshot(self, snapshot: ModelSnapshot) -> Scorer:
+        """Hand scoring to a validated snapshot's model when it is ready, else keep the
+        cold-start prior; returns the scorer now in use."""
+        self.use_scorer(LinearScorer(snapshot) if snapshot.ready else self.prior)
+        return self.scorer
 
     def new_clock(self) -> PartitionClock:
         return PartitionClock(self.config.allowed_lateness)

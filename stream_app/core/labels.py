@@ -1,7 +1,7 @@
 """Delayed churn labels resolved in event time.
 
-A scored user gets at most one training snapshot per ``snapshot_interval``:
-``[scored_at, p, feature_vector, treated, model_version, label, resolved_at]``. Its label is
+A scored user gets at most one training snapshot (a :class:`Pending`) per
+``snapshot_interval``. Its label is
 
 * 0 ("retained") from the first *qualifying activity* after ``scored_at`` and no later than
   ``scored_at + horizon``. By default that is the start of a new session (an event after a
@@ -22,9 +22,9 @@ import math
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
-from stream_app.core.features import UserState
+from stream_app.core.features import Pending, UserState
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,26 +80,26 @@ class LabelBook:
             return False
         if len(state.pending) >= self.max_pending:  # only reachable with clock jumps
             state.pending.pop(0)
-        state.pending.append([at, p, array("d", features), treated, model_version, None, None])
+        state.pending.append(Pending(at, p, array("d", features), treated, model_version))
         state.last_snapshot_ts = at
         return True
 
     def next_deadline(self, state: UserState) -> float:
         # Snapshots are appended in scoring-time order, so the first is the oldest.
         pending = state.pending
-        return pending[0][0] + self.horizon if pending else math.inf
+        return pending[0].scored_at + self.horizon if pending else math.inf
 
     def resolve_activity(self, state: UserState, at: float) -> list[Label]:
         """A qualifying activity at ``at``: open snapshots scored before it and still within
         the horizon get label 0 (returned at once only with ``release="activity"``)."""
         out: list[Label] = []
         for snap in state.pending:
-            if snap[5] is None and snap[0] < at <= snap[0] + self.horizon:
-                snap[5], snap[6] = 0, at
+            if snap.label is None and snap.scored_at < at <= snap.scored_at + self.horizon:
+                snap.label, snap.resolved_at = 0, at
                 if self.release == "activity":
                     out.append(self._label(state.user_id, snap, at, 0))
         if out:
-            state.pending = [snap for snap in state.pending if snap[5] is None]
+            state.pending = [snap for snap in state.pending if snap.label is None]
         return out
 
     def resolve_expired(self, state: UserState, at: float) -> list[Label]:
@@ -108,25 +108,25 @@ class LabelBook:
         their end is still to come."""
         out, keep = [], []
         for snap in state.pending:
-            end = snap[0] + self.horizon
+            end = snap.scored_at + self.horizon
             if end <= at:
-                label = 1 if snap[5] is None else 0
-                out.append(self._label(state.user_id, snap, snap[6] or end, label))
+                label = 1 if snap.label is None else 0
+                out.append(self._label(state.user_id, snap, snap.resolved_at or end, label))
             else:
                 keep.append(snap)
         state.pending = keep
         return out
 
-    def _label(self, user_id: str, snap: list[Any], resolved_at: float, label: int) -> Label:
-        features = dict(zip(self.names, snap[2], strict=True))
+    def _label(self, user_id: str, snap: Pending, resolved_at: float, label: int) -> Label:
+        features = dict(zip(self.names, snap.features, strict=True))
         return Label(
             user_id,
-            float(snap[0]),
+            snap.scored_at,
             resolved_at,
             label,
-            float(snap[1]),
+            snap.p,
             features,
-            bool(snap[3]),
-            int(snap[4]),
-            snap[2],
+            snap.treated,
+            snap.model_version,
+            snap.features,
         )

@@ -17,7 +17,8 @@ from typing import Any, Protocol
 
 from river import compose, linear_model, optim, preprocessing
 
-from schemas.outputs import ModelSnapshot, ScalerState
+from schemas.outputs import LearnerCheckpoint, ModelSnapshot, ScalerState
+from stream_app.core.config import ModelConfig
 from stream_app.errors import SnapshotError
 
 
@@ -76,9 +77,13 @@ class ColdStartPrior:
         return [n for n, _ in self.reason_codes(vec, k)]
 
     def reason_codes(self, vec: Sequence[float], k: int = 3) -> list[tuple[str, float]]:
-        """The top positive terms ``w_i * x_i`` as (feature name, log-odds contribution)."""
+        """The prior's positive terms ``w * x``, largest first."""
         terms = sorted(((w * vec[i], n) for i, w, n in self._terms), reverse=True)
         return [(n, c) for c, n in terms[:k] if c > 0]
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return dict(self.TERMS)
 
 
 class LinearScorer:
@@ -143,18 +148,17 @@ class LinearScorer:
         ]
 
     def reasons(self, vec: Sequence[float], k: int = 3) -> list[str]:
-        """Features pushing the risk up the most: the top positive ``w_i * z_i`` terms, or
-        the prior's when the silence guard set the score."""
         return [n for n, _ in self.reason_codes(vec, k)]
 
     def reason_codes(self, vec: Sequence[float], k: int = 3) -> list[tuple[str, float]]:
-        """:meth:`reasons` with their values: (feature name, ``w_i * z_i`` in log-odds)."""
+        """Features pushing the risk up the most, with their terms: the top positive
+        ``w_i * z_i``, or the prior's when the silence guard set the score."""
         if self.guarded(vec):
             assert self._prior is not None
             if self._prior.score(vec) > self.model_score(vec):
                 return self._prior.reason_codes(vec, k)
         top = sorted((c for c in self.contributions(vec) if c[0] > 0), reverse=True)
-        return [(n, v) for v, n in top[:k]]
+        return [(n, c) for c, n in top[:k]]
 
 
 class OnlineModel:
@@ -164,9 +168,9 @@ class OnlineModel:
         self,
         features: Sequence[str],
         schema: str,
-        learning_rate: float = 0.02,
-        l2: float = 1e-4,
-        min_labels_ready: int = 500,
+        learning_rate: float = ModelConfig.learning_rate,
+        l2: float = ModelConfig.l2,
+        min_labels_ready: int = ModelConfig.min_labels_ready,
     ) -> None:
         self.features = list(features)
         self.schema = schema
@@ -177,6 +181,10 @@ class OnlineModel:
         self.n_labels = 0
         self.version = 0
         self.beats_prior = False
+
+    @classmethod
+    def from_config(cls, features: Sequence[str], schema: str, config: ModelConfig) -> OnlineModel:
+        return cls(features, schema, config.learning_rate, config.l2, config.min_labels_ready)
 
     def _fresh(self) -> compose.Pipeline:
         return compose.Pipeline(
@@ -203,6 +211,7 @@ class OnlineModel:
         created_at: datetime | None = None,
         trained_through: dict[str, int] | None = None,
         metrics: dict[str, float] | None = None,
+        learner: LearnerCheckpoint | None = None,
     ) -> ModelSnapshot:
         scaler: Any = self.pipeline.steps["StandardScaler"]
         lr: Any = self.pipeline.steps["LogisticRegression"]
@@ -224,6 +233,7 @@ class OnlineModel:
             ready=self.ready,
             trained_through=dict(trained_through or {}),
             metrics={k: v for k, v in (metrics or {}).items() if math.isfinite(v)},
+            learner=learner,
         )
 
     def load(self, snap: ModelSnapshot) -> None:

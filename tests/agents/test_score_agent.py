@@ -47,6 +47,9 @@ def app(tmp_path: Path) -> faust.App:
         allowed_lateness="1h",
     )
     app = create_app(settings)
+    deps = wiring(app)
+    assert deps.model_service is not None
+    deps.model_service.caught_up.set()  # no model topic in the test context
     app.finalize()
     app.conf.store = "memory://"
     app.flow_control.resume()

@@ -102,6 +102,7 @@ def start_worker(
                 "STREAM_APP_TOPIC_CLICKSTREAM": f"clickstream-{tag}",
                 "STREAM_APP_TOPIC_DLQ": f"clickstream-{tag}.dlq",
                 "STREAM_APP_TOPIC_TRAINING": f"training-{tag}",
+                "STREAM_APP_TOPIC_MODEL": f"model-{tag}",
                 "STREAM_APP_TOPIC_PARTITIONS": "4",
                 "STREAM_APP_DATA_DIR": str(tmp / "data"),
                 "STREAM_APP_WEB_PORT": str(free_port()),

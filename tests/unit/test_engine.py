@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from schemas.events import EVENT_ADAPTER
-from stream_app.core.engine import Engine, EngineConfig
+from stream_app.core.config import EngineConfig
+from stream_app.core.engine import Engine
 from stream_app.core.features import UserState
 from stream_app.core.labels import Label
 

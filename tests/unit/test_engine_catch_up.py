@@ -6,7 +6,8 @@ import io
 from datetime import UTC, datetime
 from typing import Any
 
-from stream_app.core.engine import Engine, EngineConfig
+from stream_app.core.config import EngineConfig
+from stream_app.core.engine import Engine
 from stream_app.core.features import UserState
 from stream_app.generate import Generator
 from stream_app.ingest import Decoder

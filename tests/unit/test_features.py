@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import json
 import math
+from array import array
 
 import pytest
 
 from schemas.events import EVENT_ADAPTER
-from stream_app.core.features import N_SLOTS, FeatureSpace, UserState, event_hash, feature_names
+from stream_app.core.features import (
+    N_SLOTS,
+    FeatureSpace,
+    Pending,
+    UserState,
+    event_hash,
+    feature_names,
+)
 
 DAY = 86400.0
 T0 = 1767614400.0  # 2026-01-05T12:00:00Z
@@ -147,7 +155,7 @@ def test_json_round_trip_keeps_everything() -> None:
     s = build(
         ev("purchase", T0, "a", revenue=5.0, category="books"), ev("review", T0, "b", rating=5)
     )
-    s.pending.append([T0, 0.3, [0.0] * len(SPACE.names), False, 2, None, None])
+    s.pending.append(Pending(T0, 0.3, array("d", [0.0] * len(SPACE.names)), False, 2))
     restored = UserState.from_dict(json.loads(json.dumps(s.to_dict())))
     assert restored.vector(T0 + DAY, SPACE) == s.vector(T0 + DAY, SPACE)
     assert restored.seen(event_hash("a")) and restored.seen(event_hash("b"))

@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
-from stream_app.core.engine import Engine, EngineConfig, StepResult
+from stream_app.core.config import EngineConfig, LearnerConfig, ModelConfig
+from stream_app.core.engine import Engine, StepResult
 from stream_app.core.features import UserState
 from stream_app.core.labels import Label
 from stream_app.core.learner import Learner
-from stream_app.core.model import LinearScorer, OnlineModel, Scorer
+from stream_app.core.model import OnlineModel, Scorer
 from stream_app.core.policy import Policy, PolicyConfig, Uplift, estimate
 from stream_app.core.treatment import TreatmentSimulator, path_of
 from stream_app.generate import truth_path
@@ -39,14 +40,12 @@ def replay(path: Path) -> list[Example]:
     """Replay ``path`` with the policy after every score and the simulated effect."""
     settings = load_settings()
     engine = Engine(EngineConfig.from_settings(settings))
-    model = OnlineModel(
-        engine.space.names,
-        engine.space.schema,
-        settings.learning_rate,
-        settings.l2,
-        settings.min_labels_ready,
+    # Model and learner as the offline driver builds them.
+    model = OnlineModel.from_config(
+        engine.space.names, engine.space.schema, ModelConfig.from_settings(settings)
     )
-    learner, prior = Learner(model), engine.scorer
+    lcfg = LearnerConfig.from_settings(settings)
+    learner = Learner(model, lcfg.snapshot_every, lcfg.rolling_window, example_dedup=0)
     # A large holdout for statistical power in a small file (production default: 10%).
     policy = Policy(PolicyConfig.model_validate({"holdout": {"share": 0.5}}), engine.space)
     guard = policy.new_guard()
@@ -73,7 +72,7 @@ def replay(path: Path) -> list[Example]:
             labels.append(lab)
             snap = learner.learn(lab)
             if snap is not None:
-                engine.scorer = LinearScorer(snap) if snap.ready else prior
+                engine.use_snapshot(snap)
 
     decoder = Decoder.from_settings(settings)
     first = True
