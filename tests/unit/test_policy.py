@@ -175,13 +175,31 @@ def test_the_breaker_does_not_judge_too_few_scored_users() -> None:
     assert not h.guard.breaker_open
 
 
-def test_a_restored_guard_keeps_its_budget_and_breaker() -> None:
-    h = Harness(config(limits={"budget": 2}))
-    spike_users(h, ["a", "b"], 1)
+def restore(h: Harness) -> None:
+    """Swap in a guard rebuilt from the old one's JSON form (a restart)."""
     restored = h.policy.new_guard()
     restored.restore(json.loads(json.dumps(h.guard.to_dict())))
     h.guard = restored
+
+
+def test_a_restored_guard_keeps_its_budget() -> None:
+    h = Harness(config(limits={"budget": 2}))
+    spike_users(h, ["a", "b"], 1)
+    restore(h)
     assert spike_users(h, ["c"], 1.1) == ["budget"]
+
+
+def test_a_restored_guard_keeps_its_breaker_open_until_the_share_falls() -> None:
+    h = breaker_cfg()
+    for i in range(20):
+        h.score(f"calm{i}", 0.1, 0.05)
+    spike_users(h, [f"u{i}" for i in range(30)], 0.2)
+    restore(h)
+    assert h.guard.breaker_open and h.guard.reason.startswith("open: ")
+    assert spike_users(h, ["next"], 0.3) == ["breaker_open"]
+    for i in range(40):
+        h.score(f"calm{i}", 1.5, 0.05)
+    assert not h.guard.breaker_open
 
 
 # --- holdout ------------------------------------------------------------------------------
