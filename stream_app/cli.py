@@ -68,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", default="2026-01-01T00:00:00Z", help="first day (RFC 3339)")
     p.add_argument("--malformed", type=float, default=0.0, help="share of malformed lines")
     p.add_argument("--duplicates", type=float, default=0.0, help="share of duplicate events")
+    p.add_argument(
+        "--treatment-effect",
+        type=float,
+        default=0.0,
+        metavar="Q",
+        help="an intervened churner is saved with probability Q: writes a tagged saved "
+        "path for the evaluator (docs/policy.md); 0 keeps the file as before",
+    )
     return parser
 
 

@@ -197,6 +197,13 @@ class Settings(BaseSettings):
         description="Training example ids the learner remembers to skip redelivered ones.",
     )
 
+    # --- Retention policy -------------------------------------------------------------
+    policy_file: str | None = Field(
+        None,
+        description="TOML file of the retention policy (docs/policy.md); "
+        "unset = the built-in defaults.",
+    )
+
     @field_validator("kafka_bootstrap_servers")
     @classmethod
     def _check_bootstrap(cls, value: str) -> str:

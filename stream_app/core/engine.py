@@ -149,6 +149,32 @@ class Engine:
             clock.schedule(uid, state.due)
         return result
 
+    def catch_up(
+        self,
+        store: MutableMapping[str, UserState],
+        clock: PartitionClock,
+        user_id: str,
+        until: float,
+    ) -> StepResult | None:
+        """Fire one user's deadlines before ``until``, as :meth:`process` would first do for
+        their event at ``until``; None when it would fire nothing. A driver that must act
+        on those scores before deciding whether to apply the event (the offline treatment
+        simulation) calls this first; :meth:`process` then finds nothing left to fire."""
+        state = store.get(user_id)
+        if (
+            state is None
+            or until < clock.stream_time - clock.allowed_lateness  # late: process() skips it
+            or until < state.last_ts  # out of order: process() fires nothing
+            or not state.due < until
+        ):
+            return None
+        result = StepResult()
+        self._fire(state, until, result)
+        state.due = self.next_deadline(state)
+        clock.schedule(user_id, state.due)
+        store[user_id] = state
+        return result
+
     def rebuild(self, store: MutableMapping[str, UserState], clock: PartitionClock) -> int:
         """Re-derive the deadline index from the table (on partition assignment)."""
         clock.reset()

@@ -132,6 +132,21 @@ def test_reasons_are_the_top_positive_terms() -> None:
     assert top <= 0 or contrib[reasons[0]] == top
 
 
+def test_reason_codes_give_each_reason_its_contribution() -> None:
+    model, xs = trained()
+    scorer = LinearScorer(model.snapshot())
+    for x in xs[:20]:
+        vec = [x[n] for n in SPACE.names]
+        contrib = {n: c for c, n in scorer.contributions(vec)}
+        codes = scorer.reason_codes(vec, k=4)
+        assert [n for n, _ in codes] == scorer.reasons(vec, k=4)
+        assert all(value == contrib[name] > 0 for name, value in codes)
+    prior = ColdStartPrior(SPACE.names)
+    vec = [0.0] * len(SPACE.names)
+    vec[SPACE.names.index("log_days_since_last_event")] = math.log1p(9.0)
+    assert prior.reason_codes(vec) == [("log_days_since_last_event", 1.3 * math.log1p(9.0))]
+
+
 def test_cold_start_prior_rises_with_silence() -> None:
     prior = ColdStartPrior(SPACE.names)
     idx = {n: i for i, n in enumerate(SPACE.names)}
