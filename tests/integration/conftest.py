@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -50,6 +52,17 @@ class Worker:
                 return str(r.read().decode())
         except OSError:
             return None
+
+    def request(self, path: str, token: str | None = None) -> tuple[int, Any]:
+        """(HTTP status, parsed JSON body) of a GET, with a bearer token if given."""
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}")
+        if token is not None:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:  # noqa: S310 (http, loopback)
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read() or b"null")
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of a counter/gauge's samples matching ``labels`` (0 when absent)."""

@@ -89,33 +89,42 @@ def test_a_learner_killed_mid_stream_neither_skips_nor_repeats_an_example(
     start_worker: Callable[..., Worker], kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     events = generate(tmp_path / "events.jsonl", 600, 24, 22)
+    lines = events.read_text().splitlines()
+    halves = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    halves[0].write_text("\n".join(lines[: len(lines) // 2]) + "\n")
+    halves[1].write_text("\n".join(lines[len(lines) // 2 :]) + "\n")
     first = start_worker(**LEARNING)
-    with ChurnProducer(kafka_bootstrap, first.env["STREAM_APP_TOPIC_CLICKSTREAM"]) as prod:
-        replay(events, prod)
+    topic = first.env["STREAM_APP_TOPIC_CLICKSTREAM"]
+    with ChurnProducer(kafka_bootstrap, topic) as prod:
+        replay(halves[0], prod)
     wait_for(
         lambda: first.metric("churn_model_snapshots_published_total") >= 3,
         180,
         "three snapshots from the first learner",
     )
     first.kill()  # SIGKILL: no clean shutdown, whatever it learned since its last snapshot
+    learned_first = max(s["n_labels"] for s in snapshots(kafka_bootstrap, first))
+    with ChurnProducer(kafka_bootstrap, topic) as prod:
+        replay(halves[1], prod)
+    # The new member joins once the killed one's session expired (about a minute).
     second = start_worker(like=first)
     training = second.env["STREAM_APP_TOPIC_TRAINING"]
 
     def caught_up() -> bool:
-        # The second worker replays the first one's uncommitted events, so examples keep
-        # arriving for a while; done when the newest snapshot includes the last example.
-        examples = read_to_end(kafka_bootstrap, training)
-        snaps = snapshots(kafka_bootstrap, second)
-        if not examples or not snaps:
+        # Examples keep arriving while the second worker replays the second half (and the
+        # first worker's uncommitted events); done when the newest snapshot includes the
+        # last example and the second learner has learned.
+        if not second.metric("churn_model_labels_total"):
             return False
-        newest = max(snaps, key=lambda s: s["version"])
-        return bool(newest["trained_through"].get("0") == examples[-1].offset)
+        examples = read_to_end(kafka_bootstrap, training)
+        newest = max(snapshots(kafka_bootstrap, second), key=lambda s: s["version"])
+        return bool(examples) and newest["trained_through"].get("0") == examples[-1].offset
 
-    wait_for(caught_up, 240, "the restarted learner to learn every example", every=3)
+    wait_for(caught_up, 300, "the restarted learner to learn every example", every=3)
     examples = read_to_end(kafka_bootstrap, training)
     distinct = {json.loads(x.value)["example_id"] for x in examples}
     newest = max(snapshots(kafka_bootstrap, second), key=lambda s: s["version"])
     # Every distinct example learned once: none skipped (n >= distinct), none twice.
     assert newest["n_labels"] == len(distinct)
+    assert newest["n_labels"] > learned_first > 0  # the second learner carried on
     assert second.metric("churn_learner_active") == 1
-    assert second.metric("churn_model_labels_total") > 0
