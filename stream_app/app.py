@@ -9,7 +9,7 @@ from typing import Any
 import faust
 from faust.serializers import codecs
 
-from stream_app import web
+from stream_app import faust_fixes, web
 from stream_app.agents import learner, model_sync, score
 from stream_app.core.config import EngineConfig
 from stream_app.core.engine import Engine
@@ -48,6 +48,7 @@ class ChurnApp(faust.App):
 
 
 def create_app(settings: Settings, metrics: Metrics | None = None) -> ChurnApp:
+    faust_fixes.apply()  # faust-streaming 0.15.3 loses events after a rebalance: see module
     metrics = metrics or Metrics()
     app = ChurnApp(
         settings.app_id,
@@ -74,6 +75,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> ChurnApp:
         # with 1 standby, 2 of 5 without; tests/integration/test_scale_out.py). With the
         # memory store a taken-over partition replays its changelog either way.
         table_standby_replicas=0,
+        broker_session_timeout=settings.session_timeout,  # rejoin after a kill: settings.py
     )
 
     def raw_topic(name: str, partitions: int, **options: Any) -> Any:

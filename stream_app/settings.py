@@ -120,6 +120,14 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Worker log level."
     )
+    session_timeout: Duration = Field(
+        10.0,
+        ge=6.0,
+        le=90.0,
+        description="Consumer group session timeout: how long the group waits for a worker "
+        "that died without leaving (kill -9, OOM) before giving its partitions to others or "
+        "to its restarted self. Heartbeats come from Faust's consumer thread every 3 s.",
+    )
 
     # --- Ingest -----------------------------------------------------------------------
     max_message_bytes: int = Field(65536, ge=256, description="Larger messages are dead letters.")

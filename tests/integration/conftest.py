@@ -124,7 +124,7 @@ def start_worker(
                 "STREAM_APP_TOPIC_PARTITIONS": "4",
                 "STREAM_APP_DATA_DIR": str(tmp / "data"),
                 "STREAM_APP_WEB_PORT": str(free_port()),
-                "STREAM_APP_LOG_LEVEL": "info",
+                "STREAM_APP_LOG_LEVEL": os.environ.get("IT_WORKER_LOG_LEVEL", "info"),
             }
         )
         env.update({f"STREAM_APP_{k.upper()}": v for k, v in settings.items()})
