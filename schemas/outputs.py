@@ -88,6 +88,12 @@ class LearnerCheckpoint(_Out):
     loss_sum: FiniteFloat = Field(ge=0.0)
     drifts: int = Field(ge=0)
     since_snapshot: int = Field(0, ge=0, description="Labels learned since the last snapshot.")
+    flagged: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=lambda: [0, 0, 0, 0],
+        min_length=4,
+        max_length=4,
+        description="Uplift counts: flagged holdout examples, churned; treated, churned.",
+    )
     recent_examples: str = Field(
         description="Base64 of 8-byte digests of recent example ids (a ring), oldest first."
     )

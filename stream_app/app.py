@@ -11,7 +11,6 @@ from faust.serializers import codecs
 
 from stream_app import faust_fixes, web
 from stream_app.agents import learner, model_sync, score
-from stream_app.core.config import EngineConfig
 from stream_app.core.engine import Engine
 from stream_app.core.features import UserState
 from stream_app.metrics import Metrics
@@ -95,6 +94,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> ChurnApp:
         dlq=raw_topic(settings.topic_dlq, settings.topic_partitions),
         training=raw_topic(settings.topic_training, 1),
         model=raw_topic(settings.topic_model, 1, compacting=True),
+        decisions=raw_topic(settings.topic_decisions, settings.topic_partitions),
+        interventions=raw_topic(settings.topic_interventions, settings.topic_partitions),
     )
     users: Any = app.tables.add(
         UserTable(
@@ -108,7 +109,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> ChurnApp:
     # Writes go through UserState's JSON codec (faust's json cannot encode the object).
     users.value_serializer = "userstate"
 
-    engine = Engine(EngineConfig.from_settings(settings))
+    engine = Engine.from_settings(settings)
     metrics.model_version.set(engine.scorer.version)
     metrics.model_ready.set(1 if engine.scorer.ready else 0)
     deps = Deps(settings, metrics, engine, users, topics)

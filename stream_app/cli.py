@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scores-at", help="RFC 3339 time: score every user seen before it")
     p.add_argument("--scores-out", type=Path, help="where --scores-at writes (JSONL)")
     p.add_argument("--report-dir", type=Path, help="write PNG plots and a markdown summary")
+    p.add_argument(
+        "--decisions-out",
+        type=Path,
+        help="write every policy decision (one Decision JSON a line, treatment and holdout)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
     p = sub.add_parser("replay", help="send a JSONL file's events to the clickstream topic")

@@ -111,6 +111,42 @@ class Metrics:
             "1 on the worker that owns the training partition and learns, else 0.",
             registry=r,
         )
+        self.interventions = Counter(
+            "churn_interventions",
+            "Flagged users by action, risk tier and group (treatment: sent; holdout: not).",
+            ["action", "tier", "group"],
+            registry=r,
+        )
+        self.suppressed = Counter(
+            "churn_decisions_suppressed",
+            "Spikes not acted on because of a limit: breaker_open, cooldown, user_cap, budget.",
+            ["reason"],
+            registry=r,
+        )
+        self.budget_exhausted = Counter(
+            "churn_budget_exhausted",
+            "Spikes suppressed because the partition's intervention budget was spent.",
+            registry=r,
+        )
+        self.circuit_open = Gauge(
+            "churn_circuit_open",
+            "1 while the partition's circuit breaker holds interventions back.",
+            ["partition"],
+            registry=r,
+        )
+        self.uplift = Gauge(
+            "churn_uplift",
+            "Churn rate of flagged holdout users minus flagged treated users (learner's "
+            "worker; NaN until both groups have resolved examples).",
+            ["bound"],
+            registry=r,
+        )
+        self.uplift_examples = Counter(
+            "churn_uplift_examples",
+            "Resolved examples of flagged users, by group and label, behind churn_uplift.",
+            ["group", "label"],
+            registry=r,
+        )
         self.stream_time = Gauge(
             "churn_stream_time_seconds",
             "Highest event time seen, per partition.",

@@ -93,6 +93,15 @@ class Settings(BaseSettings):
         description="Model snapshots (created with 1 partition, compacted); every worker "
         "reads it from the start.",
     )
+    topic_decisions: str = Field(
+        "retention.decisions",
+        description="Audit of every policy decision (treatment, holdout, suppressed), key = "
+        "user_id.",
+    )
+    topic_interventions: str = Field(
+        "retention.interventions",
+        description="Interventions for the CRM (treatment only), key = user_id.",
+    )
     store: str = Field(
         "memory://",
         description="Faust table store URL. memory:// rebuilds tables from their changelog "

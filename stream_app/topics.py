@@ -27,6 +27,8 @@ def topic_specs(settings: Settings) -> dict[str, int]:
         settings.topic_dlq: n,
         settings.topic_training: 1,
         settings.topic_model: 1,
+        settings.topic_decisions: n,
+        settings.topic_interventions: n,
     }
 
 

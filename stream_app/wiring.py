@@ -23,6 +23,8 @@ class Topics:
     dlq: Any
     training: Any
     model: Any
+    decisions: Any
+    interventions: Any
 
     def by_name(self, name: str) -> Any:
         return getattr(self, name)

@@ -48,7 +48,7 @@ def label_from(example: TrainingExample) -> Label:
         example.label,
         example.p,
         dict(example.features),
-        example.treated,
+        example.group if example.group != "none" or not example.treated else "treatment",
         example.model_version,
     )
 
@@ -67,6 +67,7 @@ class LearnerHandler:
         metrics: Metrics,
         max_interval: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        train_on_treated: bool = True,
     ) -> None:
         self.names = names
         self.schema = schema
@@ -75,6 +76,7 @@ class LearnerHandler:
         self.metrics = metrics
         self.max_interval = max_interval
         self.clock = clock
+        self.train_on_treated = train_on_treated
         self.learner = self._new_learner()
         self.position = -1  # offset of the last training message handled
         self._last_publish = clock()
@@ -129,12 +131,28 @@ class LearnerHandler:
             return []
         drifts = learner.drifts
         learner.trained_through = {PARTITION: offset}
-        snap = learner.learn(label_from(example))
+        label = label_from(example)
+        if label.group != "none":
+            self.metrics.uplift_examples.labels(label.group, str(label.label)).inc()
+        if label.group == "treatment" and not self.train_on_treated:
+            learner.count_group(label)
+            self.metrics.training_skipped.labels("treated").inc()
+            self._set_uplift()
+            return []
+        snap = learner.learn(label)
         self.metrics.model_labels.inc()
+        if label.group != "none":
+            self._set_uplift()
         if learner.drifts != drifts:
             self.metrics.model_drift.inc()
             log.info("learner: drift detected at example %d (offset %d)", learner.n, offset)
         return self._publish(snap) if snap is not None else []
+
+    def _set_uplift(self) -> None:
+        u = self.learner.uplift()
+        nan = float("nan")
+        for bound, value in (("mid", u.uplift), ("low", u.uplift_low), ("high", u.uplift_high)):
+            self.metrics.uplift.labels(bound).set(nan if value is None else value)
 
     def tick(self) -> list[Send]:
         """The time bound: a snapshot when something was learned since the last one and
@@ -257,6 +275,7 @@ def register(app: faust.App, deps: Deps) -> LearnerService:
         LearnerConfig.from_settings(s),
         deps.metrics,
         s.snapshot_max_interval,
+        train_on_treated=deps.engine.policy is None or deps.engine.policy.config.train_on_treated,
     )
     service = LearnerService(deps, handler, loop=app.loop)
     # Faust starts extra services after table recovery; instances are accepted.

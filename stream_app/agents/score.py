@@ -23,6 +23,12 @@ from schemas.outputs import TrainingExample
 from stream_app.core.engine import Engine, StepResult
 from stream_app.core.features import UserState
 from stream_app.core.labels import Label
+from stream_app.core.policy import (
+    DecisionOut,
+    PartitionGuard,
+    decision_message,
+    intervention_message,
+)
 from stream_app.core.timers import PartitionClock
 from stream_app.ingest import Decoder, Rejection, Source, dead_letter
 from stream_app.metrics import Metrics
@@ -39,7 +45,7 @@ def partition_for(key: bytes, partitions: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    topic: str  # role in wiring.Topics: "dlq", "clickstream" (re-route), "training", "model"
+    topic: str  # role in wiring.Topics: dlq, clickstream (re-route), training, model, decisions...
     key: bytes | None
     value: bytes
     partition: int | None = None
@@ -61,6 +67,7 @@ def label_message(label: Label) -> TrainingExample:
         p=label.p,
         features=label.features,
         treated=label.treated,
+        group=label.group,
         model_version=label.model_version,
     )
 
@@ -84,6 +91,9 @@ class ScoreHandler:
         self.dlq_payload_bytes = dlq_payload_bytes
         self.wall_clock = wall_clock
         self.clocks: dict[int, PartitionClock] = {}
+        # Policy budget and breaker per partition: kept when clocks are rebuilt, so a
+        # rebalance in this process does not refill a spent budget.
+        self.guards: dict[int, PartitionGuard] = {}
 
     def reset_clocks(self) -> None:
         """Partitions were reassigned: derived timer state is rebuilt lazily per partition."""
@@ -92,7 +102,9 @@ class ScoreHandler:
     def clock_for(self, store: MutableMapping[str, UserState], partition: int) -> PartitionClock:
         clock = self.clocks.get(partition)
         if clock is None:
-            clock = self.engine.new_clock()
+            clock = self.engine.new_clock(self.partitions)
+            if clock.guard is not None:
+                clock.guard = self.guards.setdefault(partition, clock.guard)
             mine = {
                 uid: st
                 for uid, st in store.items()
@@ -146,14 +158,45 @@ class ScoreHandler:
         self.metrics.events.labels(event.event_type).inc()
         timers = self.engine.advance(store, clock)
         if timers is not None:
-            result.scores += timers.scores
-            result.labels += timers.labels
+            result.extend(timers)
         self._observe(partition, clock, result)
         sends = [
             Send("training", lab.user_id.encode(), label_message(lab).model_dump_json().encode())
             for lab in result.labels
         ]
+        for out in result.decisions:
+            sends += self._decided(out)
+        if clock.guard is not None:
+            self._breaker(partition, clock.guard)
         return Outcome("applied", sends)
+
+    def _decided(self, out: DecisionOut) -> list[Send]:
+        """The audit record always; the intervention for treatment only (keyed by user)."""
+        m = self.metrics
+        key = out.user_id.encode()
+        sends = [Send("decisions", key, decision_message(out).model_dump_json().encode())]
+        if out.suppressed_by is not None:
+            m.suppressed.labels(out.suppressed_by).inc()
+            if out.suppressed_by == "budget":
+                m.budget_exhausted.inc()
+            return sends
+        m.interventions.labels(out.action, out.tier, out.group).inc()
+        intervention = intervention_message(out)
+        if intervention is not None:
+            sends.append(Send("interventions", key, intervention.model_dump_json().encode()))
+        return sends
+
+    def _breaker(self, partition: int, guard: PartitionGuard) -> None:
+        change = guard.pop_change()
+        if change is None:
+            return
+        self.metrics.circuit_open.labels(str(partition)).set(1 if change.opened else 0)
+        log.warning(
+            "partition %d: circuit breaker %s: %s",
+            partition,
+            "OPEN, interventions held back" if change.opened else "closed",
+            change.reason,
+        )
 
     def _observe(self, partition: int, clock: PartitionClock, result: StepResult) -> None:
         m = self.metrics

@@ -139,7 +139,7 @@ class Pending:
         "scored_at",
         "p",
         "features",
-        "treated",
+        "group",
         "model_version",
         "label",
         "resolved_at",
@@ -150,7 +150,7 @@ class Pending:
         scored_at: float,
         p: float,
         features: array[float],
-        treated: bool,
+        group: str,
         model_version: int,
         label: int | None = None,
         resolved_at: float | None = None,
@@ -158,7 +158,7 @@ class Pending:
         self.scored_at = scored_at
         self.p = p
         self.features = features
-        self.treated = treated
+        self.group = group  # "none", or the policy's "treatment" / "holdout" at scored_at
         self.model_version = model_version
         self.label = label
         self.resolved_at = resolved_at
@@ -169,7 +169,7 @@ class Pending:
             self.scored_at,
             self.p,
             _pack(self.features),
-            self.treated,
+            self.group,
             self.model_version,
             self.label,
             self.resolved_at,
@@ -177,12 +177,14 @@ class Pending:
 
     @classmethod
     def from_list(cls, row: list[Any]) -> Pending:
-        scored_at, p, features, treated, version, label, resolved_at = row
+        scored_at, p, features, group, version, label, resolved_at = row
+        if isinstance(group, bool):  # 0.2 stored a "treated" flag here
+            group = "treatment" if group else "none"
         return cls(
             float(scored_at),
             float(p),
             _unpack(features),
-            bool(treated),
+            str(group),
             int(version),
             None if label is None else int(label),
             None if resolved_at is None else float(resolved_at),

@@ -37,11 +37,15 @@ class Label:
     label: int
     p: float
     features: dict[str, float]
-    treated: bool
+    group: str  # "none", "treatment" or "holdout": the policy's verdict at scoring time
     model_version: int
     # The same features as a vector in feature-space order, when the engine made the label
     # (saves the learner rebuilding it from the dict).
     vector: Sequence[float] | None = None
+
+    @property
+    def treated(self) -> bool:
+        return self.group == "treatment"
 
     @property
     def example_id(self) -> str:
@@ -72,15 +76,18 @@ class LabelBook:
         at: float,
         p: float,
         features: list[float],
-        treated: bool,
+        group: str,
         model_version: int,
     ) -> bool:
+        """Take a training snapshot unless one was taken within ``snapshot_interval``; a
+        flagged score (group other than "none") is always snapshotted, so every decision
+        is counted by the uplift measure."""
         last = state.last_snapshot_ts
-        if not math.isnan(last) and at - last < self.snapshot_interval:
+        if not math.isnan(last) and at - last < self.snapshot_interval and group == "none":
             return False
         if len(state.pending) >= self.max_pending:  # only reachable with clock jumps
             state.pending.pop(0)
-        state.pending.append(Pending(at, p, array("d", features), treated, model_version))
+        state.pending.append(Pending(at, p, array("d", features), group, model_version))
         state.last_snapshot_ts = at
         return True
 
@@ -126,7 +133,7 @@ class LabelBook:
             label,
             snap.p,
             features,
-            snap.treated,
+            snap.group,
             snap.model_version,
             snap.features,
         )

@@ -20,6 +20,7 @@ from stream_app.core.config import LearnerConfig
 from stream_app.core.features import event_hash, ring_contains
 from stream_app.core.labels import Label
 from stream_app.core.model import ColdStartPrior, OnlineModel
+from stream_app.core.policy.uplift import Uplift, from_counts
 
 _EPS = 1e-15
 _NAN = math.nan
@@ -63,6 +64,8 @@ class Learner:
         self.loss_sum = 0.0
         self.drifts = 0
         self._since_snapshot = 0
+        # Flagged examples for the uplift: holdout n, churned; treatment n, churned.
+        self.flagged = [0, 0, 0, 0]
         # Where the examples learned so far came from (training partition -> offset of the
         # last one); a live driver sets it, snapshots record it.
         self.trained_through: dict[str, int] = {}
@@ -98,9 +101,21 @@ class Learner:
     def judging(self) -> bool:
         return self.n > self.model.min_labels_ready // 2  # no use judging an empty model
 
+    def count_group(self, label: Label) -> None:
+        """Count a flagged example (holdout or treatment) for the uplift, learned or not."""
+        group = label.group
+        if group == "holdout" or group == "treatment":
+            i = 0 if group == "holdout" else 2
+            self.flagged[i] += 1
+            self.flagged[i + 1] += label.label
+
+    def uplift(self) -> Uplift:
+        return from_counts(*self.flagged)
+
     def learn(self, label: Label) -> ModelSnapshot | None:
         """Evaluate then learn one example; returns a new snapshot (version + 1) every
         ``snapshot_every`` labels, else None."""
+        self.count_group(label)
         y = label.label
         loss = log_loss(y, label.p)
         self.n += 1
@@ -186,6 +201,7 @@ class Learner:
             loss_sum=self.loss_sum,
             drifts=self.drifts,
             since_snapshot=self._since_snapshot,
+            flagged=list(self.flagged),
             recent_examples=base64.b64encode(bytes(ids)).decode(),
             window=base64.b64encode(rows.tobytes()).decode(),
         )
@@ -199,9 +215,11 @@ class Learner:
         if cp is None:
             self.n, self.positives, self.loss_sum, self.drifts = snap.n_labels, 0, 0.0, 0
             self._since_snapshot = 0
+            self.flagged = [0, 0, 0, 0]
             return
         self.n, self.positives, self.loss_sum = cp.labels, cp.positives, cp.loss_sum
         self.drifts, self._since_snapshot = cp.drifts, cp.since_snapshot
+        self.flagged = list(cp.flagged)
         ids = base64.b64decode(cp.recent_examples, validate=True)
         if len(ids) % 8:
             raise ValueError("learner checkpoint: example digests must be 8 bytes each")

@@ -155,11 +155,16 @@ def test_json_round_trip_keeps_everything() -> None:
     s = build(
         ev("purchase", T0, "a", revenue=5.0, category="books"), ev("review", T0, "b", rating=5)
     )
-    s.pending.append(Pending(T0, 0.3, array("d", [0.0] * len(SPACE.names)), False, 2))
+    s.pending.append(Pending(T0, 0.3, array("d", [0.0] * len(SPACE.names)), "holdout", 2))
     restored = UserState.from_dict(json.loads(json.dumps(s.to_dict())))
     assert restored.vector(T0 + DAY, SPACE) == s.vector(T0 + DAY, SPACE)
     assert restored.seen(event_hash("a")) and restored.seen(event_hash("b"))
     assert restored.to_dict() == s.to_dict()
+    assert restored.pending[0].group == "holdout"
+    # 0.2 kept a treated flag where the group now is
+    legacy = s.to_dict()
+    legacy["p"][0][3] = True
+    assert UserState.from_dict(legacy).pending[0].group == "treatment"
 
 
 def test_long_silence_reanchors_without_changing_the_sums() -> None:

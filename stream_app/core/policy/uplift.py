@@ -90,7 +90,12 @@ def estimate(examples: Iterable[Labelled]) -> Uplift:
         if ex.group in n:
             n[ex.group] += 1
             k[ex.group] += 1 if ex.label else 0
-    n_h, k_h, n_t, k_t = n["holdout"], k["holdout"], n["treatment"], k["treatment"]
+    return from_counts(n["holdout"], k["holdout"], n["treatment"], k["treatment"])
+
+
+def from_counts(n_h: int, k_h: int, n_t: int, k_t: int) -> Uplift:
+    """Uplift from counts: flagged holdout examples (n_h, k_h churned) and flagged treated
+    ones (n_t, k_t churned)."""
     diff = newcombe(k_h, n_h, k_t, n_t) if n_h and n_t else None
     red = risk_reduction(k_t, n_t, k_h, n_h) if n_h and n_t else None
     return Uplift(
