@@ -125,18 +125,20 @@ class Engine:
         """Apply one event; ``ts`` is ``event.ts`` as POSIX seconds if the caller has it."""
         if ts is None:
             ts = event.ts.timestamp()
+        uid = event.user_id
+        state = store.get(uid)
+        h_id = event_hash(event.event_id)
+        # An event already applied is a duplicate whatever its time: checked before the
+        # watermark, or every redelivery after a restart would be a late_event letter.
+        if state is not None and state.seen(h_id):
+            return StepResult("duplicate")
         stream_time = clock.stream_time
         if ts > stream_time:
             clock.stream_time = ts
         elif ts < stream_time - clock.allowed_lateness:
             return StepResult("late")
-        uid = event.user_id
-        state = store.get(uid)
         if state is None:
             state = self.space.new_state(uid)
-        h_id = event_hash(event.event_id)
-        if state.seen(h_id):
-            return StepResult("duplicate")
         result = StepResult()
         in_order = not ts < state.last_ts  # NaN (new user) counts as in order
         guard = clock.guard

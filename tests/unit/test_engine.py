@@ -137,6 +137,16 @@ def test_duplicates_and_late_events() -> None:
     assert run.statuses[-1] == "applied"
 
 
+def test_a_redelivered_event_is_a_duplicate_whatever_its_time() -> None:
+    """After a crash the stream time is rebuilt ahead of redelivered events: they were
+    applied already, so they are duplicates, never late_event dead letters."""
+    run = Run().send(ev("u", T0, eid="first"))
+    run.tick(T0 + 3 * DAY)
+    run.send(ev("u", T0, eid="first"), ev("v", T0, eid="never-seen"))
+    assert run.statuses[-2:] == ["duplicate", "late"]
+    assert run.store["u"].events_total == 1
+
+
 def test_scoring_is_throttled_inside_a_session_but_not_for_signals() -> None:
     run = Run().send(ev("u", T0), ev("u", T0 + 60), ev("u", T0 + 120, "support_contact"))
     assert [s.ts for s in run.scores if s.user_id == "u"] == [T0, T0 + 120]
