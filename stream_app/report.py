@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,26 @@ def lift(labels: list[int], scores: list[float], buckets: int = 10) -> list[floa
         rate = sum(labels[i] for i in idx) / len(idx) if idx else 0.0
         out.append(rate / base if base else 0.0)
     return out
+
+
+def interventions_per_day(
+    timeline: list[tuple[float, str, str]],
+) -> dict[tuple[str, str], dict[int, int]]:
+    """Decisions per event-time day: one series per action for treatment, one for the
+    holdout (all actions); suppressed decisions are left out."""
+    out: dict[tuple[str, str], dict[int, int]] = {}
+    for ts, action, outcome in timeline:
+        if outcome == "suppressed":
+            continue
+        key = (f"treatment: {action}", "-") if outcome == "treatment" else ("holdout", "k--")
+        day = int(ts // 86400)
+        series = out.setdefault(key, {})
+        series[day] = series.get(day, 0) + 1
+    return out
+
+
+def _day(day: int) -> datetime:
+    return datetime.fromtimestamp(day * 86400, tz=UTC)
 
 
 def write_report(run: EvaluationRun, out_dir: Path) -> list[Path]:
@@ -123,6 +144,25 @@ def write_report(run: EvaluationRun, out_dir: Path) -> list[Path]:
     ax.set_title("Lift by decile")
     save(fig, "lift.png")
 
+    timeline = run.decisions.timeline
+    if timeline:
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        for (group, style), per_day in interventions_per_day(timeline).items():
+            days = sorted(per_day)
+            ax.plot(
+                [_day(d) for d in days],
+                [per_day[d] for d in days],
+                style,
+                label=group,
+                alpha=0.85,
+            )
+        ax.set_ylabel("decisions per day")
+        ax.set_title("Interventions by action (treatment) and holdout")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.autofmt_xdate()
+        save(fig, "interventions.png")
+
     summary = out_dir / "summary.md"
     s = run.summary
     summary.write_text(
@@ -135,6 +175,9 @@ def write_report(run: EvaluationRun, out_dir: Path) -> list[Path]:
         f"(recency only: {s['auc_recency_learned']}, {s['labels_learned']:,} labels)\n"
         f"- log loss: {s['logloss']}; drift alarms: {s['drifts']}\n"
         f"- top-decile lift: {lifts[0]:.2f}\n"
+        f"- interventions: {s['interventions']:,} sent, {s['holdout_decisions']:,} held out; "
+        f"uplift {s['uplift']['uplift']} [{s['uplift']['low']}, {s['uplift']['high']}] "
+        f"({s['uplift']['treated_n']} treated / {s['uplift']['holdout_n']} holdout examples)\n"
         f"- speed: {s['events_per_second']:,} events/s; memory per user: "
         f"{s['memory_per_user_bytes']} bytes\n\n"
         + "".join(f"![{p.stem}]({p.name})\n" for p in written)

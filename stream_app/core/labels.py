@@ -79,17 +79,30 @@ class LabelBook:
         group: str,
         model_version: int,
     ) -> bool:
-        """Take a training snapshot unless one was taken within ``snapshot_interval``; a
-        flagged score (group other than "none") is always snapshotted, so every decision
-        is counted by the uplift measure."""
+        """Take a training snapshot unless one was taken within ``snapshot_interval``. When
+        it is skipped, a flagged score (``group`` not "none") marks the latest open
+        snapshot instead (:meth:`mark_group`). Snapshot times never depend on the score,
+        so both drivers take the same examples whatever model each one scores with."""
         last = state.last_snapshot_ts
-        if not math.isnan(last) and at - last < self.snapshot_interval and group == "none":
+        if not math.isnan(last) and at - last < self.snapshot_interval:
+            if group != "none":
+                self.mark_group(state, at, group)
             return False
         if len(state.pending) >= self.max_pending:  # only reachable with clock jumps
             state.pending.pop(0)
         state.pending.append(Pending(at, p, array("d", features), group, model_version))
         state.last_snapshot_ts = at
         return True
+
+    def mark_group(self, state: UserState, at: float, group: str) -> None:
+        """A decision at ``at``: the latest unmarked open snapshot whose horizon covers it
+        carries the group (the intervention falls inside that example's outcome window),
+        which is what the uplift measure compares."""
+        for snap in reversed(state.pending):
+            if snap.scored_at <= at < snap.scored_at + self.horizon:
+                if snap.group == "none":
+                    snap.group = group
+                return
 
     def next_deadline(self, state: UserState) -> float:
         # Snapshots are appended in scoring-time order, so the first is the oldest.

@@ -39,6 +39,16 @@ LEARNING = {
 }
 
 
+POLICY = """
+[spike]
+entry = 0.08
+jump = 0.03
+rearm_below = 0.05
+[holdout]
+share = 0.3
+"""
+
+
 def test_worker_and_offline_driver_agree(
     start_worker: Callable[..., Worker], kafka_bootstrap: str, tmp_path: Path
 ) -> None:
@@ -75,9 +85,18 @@ def run_both(
     path = tmp_path / "events.jsonl"
     args = ["generate", "--users", str(users), "--days", str(days), "--seed", "11"]
     assert main([*args, "--start", "2026-03-01T00:00:00Z", "--out", str(path)]) == 0
+    # A policy that flags on short files too (with the prior, the default entry needs two
+    # weeks of silence), with a real holdout.
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    engine = {**engine, "policy_file": str(policy)}
     settings = load_settings(**engine, eval_warmup=0)
-    preds = tmp_path / "pred.jsonl"
-    run = evaluate(path, settings, EvaluateOptions(predictions_out=preds, keep_labels=True))
+    preds, decided = tmp_path / "pred.jsonl", tmp_path / "decisions.jsonl"
+    run = evaluate(
+        path,
+        settings,
+        EvaluateOptions(predictions_out=preds, keep_labels=True, decisions_out=decided),
+    )
     offline = [json.loads(x) for x in preds.read_text().splitlines()]
     offline_features = {
         (lab.user_id, round(lab.scored_at, 3)): lab.features for lab in run.resolved
@@ -144,4 +163,32 @@ def run_both(
             assert m["features"] == offline_features[key], key
             compared += 1
     assert compared == len(expected)
+
+    # The same decisions, by id: every one whose time the partition's watermark passed
+    # (a silence deadline fires only then).
+    def decided_here(d: dict[str, Any]) -> bool:
+        at = ts(d["ts"])
+        return at < last[partition_for(d["user_id"].encode(), partitions)] - lateness
+
+    offline_ids = sorted(
+        d["decision_id"]
+        for d in map(json.loads, decided.read_text().splitlines())
+        if decided_here(d)
+    )
+    assert len(offline_ids) > 5
+    live_ids: list[str] = []
+
+    def all_decisions(msgs: list[Any]) -> bool:
+        live_ids[:] = sorted(
+            d["decision_id"] for d in (json.loads(m.value) for m in msgs) if decided_here(d)
+        )
+        return len(live_ids) >= len(offline_ids)
+
+    consume_all(
+        kafka_bootstrap,
+        worker.env["STREAM_APP_TOPIC_DECISIONS"],
+        timeout=60,
+        done=all_decisions,
+    )
+    assert live_ids == offline_ids
     return expected, live

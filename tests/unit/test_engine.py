@@ -168,3 +168,24 @@ def test_restart_rebuilds_deadlines_and_gives_the_same_labels() -> None:
     key = lambda lab: (lab.user_id, lab.scored_at, lab.label)  # noqa: E731
     assert sorted(map(key, after.labels)) == sorted(map(key, straight.labels))
     assert len(straight.labels) >= len(users) * 3
+
+
+def test_a_decision_marks_the_open_snapshot_whose_horizon_covers_it() -> None:
+    """Snapshot times never depend on the score (both drivers take the same examples);
+    a flagged score between snapshots marks the latest open one for the uplift."""
+    from array import array
+
+    from stream_app.core.features import Pending
+    from stream_app.core.labels import LabelBook
+
+    book = LabelBook(H, DAY, ["x"])
+    state = UserState("u", 1)
+    assert book.maybe_snapshot(state, T0, 0.1, [0.0], "none", 0)
+    assert not book.maybe_snapshot(state, T0 + 3600, 0.7, [0.0], "holdout", 0)  # too soon
+    assert [p.group for p in state.pending] == ["holdout"]
+    assert book.maybe_snapshot(state, T0 + DAY, 0.2, [0.0], "treatment", 0)
+    assert [p.group for p in state.pending] == ["holdout", "treatment"]
+    state.pending.append(Pending(T0 - 2 * H, 0.1, array("d", [0.0]), "none", 0))
+    state.pending.sort(key=lambda p: p.scored_at)
+    book.mark_group(state, T0 + H + 3600, "treatment")  # only the second one still covers it
+    assert [p.group for p in state.pending] == ["none", "holdout", "treatment"]
