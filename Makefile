@@ -72,3 +72,15 @@ baselines: $(STAMP)  ## engine vs BG/NBD, RFM regression and recency at a cutoff
 
 clean:  ## remove the venv, caches, Kafka jars and demo output
 	rm -rf $(VENV) .kafka out .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+.PHONY: real-data
+REAL_DIR := out/real
+REAL_SAMPLE := $(REAL_DIR)/cdnow_sample.jsonl
+$(REAL_SAMPLE): bench/real_data.py | $(STAMP)
+	@mkdir -p $(REAL_DIR)
+	@test -f $(REAL_DIR)/Lifetimes-0.11.3-py3-none-any.whl || $(PY) -m pip download -q \
+	    --no-deps lifetimes==0.11.3 -d $(REAL_DIR)
+	$(PY) bench/real_data.py --dir $(REAL_DIR)
+
+real-data: $(REAL_SAMPLE)  ## the CDNOW purchase log as events (out/real; dev sample + acceptance set)
+
