@@ -146,6 +146,7 @@ class UserState:
         "rescore_idx",
         "pending",
         "last_snapshot_ts",
+        "spell_snapshots",
         "extra",
     )
 
@@ -174,9 +175,10 @@ class UserState:
         self.last_p = math.nan
         self.rescore_idx = 0
         # Pending training snapshots (see labels.py):
-        # [scored_at, p, array("d") features, treated, model_version, label, resolved_at]
+        # [scored_at, p, array("d") features, treated, model_version, label, resolved_at, train]
         self.pending: list[list[Any]] = []
         self.last_snapshot_ts = math.nan
+        self.spell_snapshots = 0  # training snapshots since the last activity (labels.py)
         self.extra: dict[str, Any] = {}  # room for later modules (policy state)
 
     # --- dedup ------------------------------------------------------------------------
@@ -333,6 +335,7 @@ class UserState:
             "ri": self.rescore_idx,
             "p": [[*snap[:2], _pack(snap[2]), *snap[3:]] for snap in self.pending],
             "lsn": _nan_out(self.last_snapshot_ts),
+            "ss": self.spell_snapshots,
             "x": self.extra,
         }
 
@@ -367,6 +370,7 @@ class UserState:
         s.rescore_idx = int(d["ri"])
         s.pending = [[p[0], p[1], _unpack(p[2]), *p[3:]] for p in d["p"]]
         s.last_snapshot_ts = _nan_in(d["lsn"])
+        s.spell_snapshots = int(d.get("ss", 0))  # absent in states written before 0.3
         s.extra = dict(d.get("x") or {})
         return s
 

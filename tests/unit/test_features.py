@@ -184,3 +184,18 @@ def test_state_written_by_0_1_still_loads() -> None:
     doc["s"] = [list(s.sums[k * n : (k + 1) * n]) for k in range(3)]
     old = UserState.from_dict(doc)
     assert old.vector(T0 + DAY, SPACE) == s.vector(T0 + DAY, SPACE)
+
+
+def test_state_written_by_0_2_still_loads() -> None:
+    """0.2 had no silence-spell count and 7-field pending snapshots (all learned from)."""
+    from stream_app.core.labels import LabelBook
+
+    s = build(ev("purchase", T0, revenue=10.0))
+    s.pending.append([T0, 0.3, [0.0] * len(SPACE.names), False, 2, None, None])
+    doc = json.loads(json.dumps(s.to_dict()))
+    del doc["ss"]
+    old = UserState.from_dict(doc)
+    assert old.spell_snapshots == 0
+    book = LabelBook(DAY, DAY, SPACE.names)
+    (label,) = book.resolve_expired(old, T0 + DAY)
+    assert label.train and label.label == 1

@@ -132,6 +132,18 @@ def test_reasons_are_the_top_positive_terms() -> None:
     assert top <= 0 or contrib[reasons[0]] == top
 
 
+def test_learner_evaluates_but_does_not_learn_untrained_labels() -> None:
+    from stream_app.core.labels import Label
+
+    model = OnlineModel(SPACE.names, SPACE.schema)
+    learner = Learner(model)
+    x = {n: 0.0 for n in SPACE.names}
+    learner.learn(Label("u", 0.0, 1.0, 1, 0.8, x, False, 0, train=False))
+    learner.learn(Label("u", 0.0, 1.0, 0, 0.3, x, False, 0))
+    assert learner.summary()["labels"] == 2  # both judged
+    assert model.n_labels == 1  # one learned
+
+
 def test_cold_start_prior_rises_with_silence() -> None:
     prior = ColdStartPrior(SPACE.names)
     idx = {n: i for i, n in enumerate(SPACE.names)}
