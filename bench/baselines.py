@@ -203,6 +203,19 @@ def fit_predict_gbm(train: np.ndarray, y: np.ndarray, now: np.ndarray) -> np.nda
     return np.asarray(gbm.predict_proba(now)[:, 1])
 
 
+def in_sample_ceiling(features: np.ndarray, y: np.ndarray, folds: int = 5) -> float:
+    """Out-of-fold AUC of the RFM regression fitted to the scored customers' *own* labels
+    (shuffled k-fold). Not a method, since it sees the answers: a reference for how much
+    ranking these features hold for these customers at all."""
+    order = np.random.default_rng(0).permutation(len(y))
+    oof = np.empty(len(y))
+    for k in range(folds):
+        test = order[k::folds]
+        train = np.setdiff1d(order, test)
+        oof[test] = predict_logistic(fit_logistic(features[train], y[train]), features[test])
+    return fast_auc(y, oof)
+
+
 # --- the comparison -------------------------------------------------------------------
 def churned(c: Customer, start: float, end: float) -> int:
     return 0 if any(start < ts <= end for ts in c.events) else 1
@@ -267,6 +280,7 @@ def compare(path: Path, at: float, horizon: float, purchases_only: bool) -> dict
         "bgnbd_params": dict(zip(("r", "alpha", "a", "b"), params.round(4).tolist(), strict=True)),
         "auc": {name: round(roc_auc(labels, vals), 4) for name, vals in scores.items()},
         "engine_minus_baseline_95ci": paired_bootstrap(labels, scores) if not missing else {},
+        "in_sample_ceiling_rfm_logistic": round(in_sample_ceiling(now, np.asarray(labels)), 4),
     }
 
 
