@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Literal, Protocol
 
@@ -101,7 +102,8 @@ EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 class EventView(Protocol):
     """What the engine reads of an event: satisfied by the pydantic models above and by the
-    hot-path structs of :mod:`schemas.wire`. ``rating`` is read only from reviews."""
+    hot-path structs of :mod:`schemas.wire`. ``rating`` is read only from reviews;
+    ``properties`` only by the treatment simulation of generated files."""
 
     @property
     def event_id(self) -> str: ...
@@ -115,3 +117,5 @@ class EventView(Protocol):
     def category(self) -> str | None: ...
     @property
     def revenue(self) -> float | None: ...
+    @property
+    def properties(self) -> Mapping[str, str | bool | int | float] | None: ...

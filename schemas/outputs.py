@@ -64,12 +64,48 @@ class TrainingExample(_Out):
     features: dict[str, FiniteFloat]
     treated: bool = False
     model_version: int = Field(ge=0)
+    group: Literal["none", "treatment", "holdout"] = Field(
+        "none",
+        description="Policy group when this score was flagged: treatment (an intervention "
+        "was sent), holdout (flagged, deliberately not sent), none (not flagged). Uplift "
+        "compares the churn of flagged holdout and treatment examples.",
+    )
+    train: bool = Field(
+        True,
+        description="False: judge the prediction, do not learn from it (a third or later "
+        "example of one silence).",
+    )
 
 
 class ScalerState(_Out):
     n: dict[str, FiniteFloat]
     mean: dict[str, FiniteFloat]
     var: dict[str, Annotated[float, Field(ge=0.0, allow_inf_nan=False)]]
+
+
+class LearnerCheckpoint(_Out):
+    """The learner's own state beside the model, so a restarted learner continues exactly:
+    counters, the ids of recent examples (dedup) and the prequential metric windows.
+    Workers ignore it."""
+
+    labels: int = Field(ge=0)
+    positives: int = Field(ge=0)
+    loss_sum: FiniteFloat = Field(ge=0.0)
+    drifts: int = Field(ge=0)
+    since_snapshot: int = Field(0, ge=0, description="Labels learned since the last snapshot.")
+    flagged: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=lambda: [0, 0, 0, 0],
+        min_length=4,
+        max_length=4,
+        description="Uplift counts: flagged holdout examples, churned; treated, churned.",
+    )
+    recent_examples: str = Field(
+        description="Base64 of 8-byte digests of recent example ids (a ring), oldest first."
+    )
+    window: str = Field(
+        description="Base64 of little-endian float64 rows (y, p, challenger p, prior p) of "
+        "the rolling window, oldest first; NaN where an example was not judged."
+    )
 
 
 class ModelSnapshot(_Out):
@@ -86,36 +122,77 @@ class ModelSnapshot(_Out):
     n_labels: int = Field(ge=0)
     ready: bool = Field(description="False while the cold-start prior still scores.")
     trained_through: dict[str, int] = Field(
-        default_factory=dict, description="Training topic partition -> offset."
+        default_factory=dict,
+        description="Training topic partition -> offset of the last example this model "
+        "includes (the learner resumes after it).",
     )
     metrics: dict[str, FiniteFloat] = Field(default_factory=dict)
+    learner: LearnerCheckpoint | None = Field(
+        None, description="The learner's state for restarts (workers ignore it)."
+    )
 
 
-class Decision(_Out):
-    """Audit record of one policy decision (treatment and holdout alike)."""
+Action = Literal["cart_reminder", "outreach", "coupon", "win_back", "recommendations"]
+Tier = Literal["low", "mid", "high"]
+ScoreTrigger = Literal["event", "silence"]
+
+
+class Reason(_Out):
+    """One reason code: a feature and how much it pushed this user's risk up."""
+
+    name: str = Field(description="Feature name (docs/features.md).")
+    value: FiniteFloat = Field(
+        description="Contribution to the log-odds of churn: weight x standardised value "
+        "(the cold-start prior: weight x value)."
+    )
+
+
+class _Flagged(_Out):
+    """What a decision and an intervention both say about the score behind them."""
 
     v: Literal[1] = 1
+    user_id: str
+    ts: AwareDatetime = Field(description="Event time of the score that was flagged.")
+    trigger: ScoreTrigger = Field(
+        description="event: scored on the user's own event; silence: at an inactivity "
+        "deadline, with no event."
+    )
+    p: Probability = Field(description="Churn probability of this score.")
+    previous_p: Probability | None = Field(
+        None, description="The user's previous score (none before their first)."
+    )
+    baseline: Probability | None = Field(
+        None, description="The user's own baseline: event-time EWMA of their past scores."
+    )
+    tier: Tier
+    previous_tier: Tier
+    action: Action
+    categories: list[str] = Field(
+        default_factory=list, description="Top categories, for recommendations."
+    )
+    reasons: list[Reason] = Field(description="Top contributions to the score, largest first.")
+    model_version: int = Field(ge=0)
+    policy_version: str = Field(description="Hash of the effective policy configuration.")
+
+
+class Decision(_Flagged):
+    """Audit record of every flagged score: sent (treatment), held out, or suppressed by a
+    limit. Key: user_id. decision_id is deterministic: dedupe on it."""
+
     decision_id: str
-    user_id: str
-    ts: AwareDatetime
-    p: Probability
-    tier: str
-    action: str | None
-    holdout: bool
-    reasons: list[str]
-    model_version: int = Field(ge=0)
+    outcome: Literal["treatment", "holdout", "suppressed"]
+    suppressed_by: Literal["breaker_open", "cooldown", "user_cap", "budget"] | None = Field(
+        None, description="The limit that stopped the intervention (outcome suppressed)."
+    )
+    holdout: bool = Field(description="The user is in the control group (whatever the outcome).")
+    intervention_id: str | None = Field(
+        None, description="Id of the intervention sent (outcome treatment)."
+    )
 
 
-class Intervention(_Out):
-    """What a CRM or messaging system acts on. intervention_id is deterministic: dedupe on it."""
+class Intervention(_Flagged):
+    """What a CRM or messaging system acts on (treatment only). Key: user_id.
+    intervention_id is deterministic: dedupe on it."""
 
-    v: Literal[1] = 1
     intervention_id: str
-    user_id: str
-    ts: AwareDatetime
-    action: Literal["coupon", "cart_reminder", "outreach", "recommendations", "win_back"]
-    p: Probability
-    tier: str
-    reasons: list[str]
-    categories: list[str] = Field(default_factory=list)
-    model_version: int = Field(ge=0)
+    decision_id: str

@@ -1,37 +1,21 @@
-"""create_app(settings) -> faust.App: topics, tables, agents and web views wired here."""
+"""create_app(settings) -> faust.App: topics, the users table, agents, services and views
+put together. Each agent lives in stream_app/agents/, the views in stream_app/web.py."""
 
 from __future__ import annotations
 
 import json
-import logging
-import time
-from dataclasses import dataclass
 from typing import Any
 
 import faust
 from faust.serializers import codecs
 
-from stream_app.agents.score import ScoreHandler, Send
-from stream_app.core.engine import Engine, EngineConfig
+from stream_app import faust_fixes, web
+from stream_app.agents import learner, model_sync, score
+from stream_app.core.engine import Engine
 from stream_app.core.features import UserState
-from stream_app.ingest import Decoder
-from stream_app.metrics import CONTENT_TYPE, Metrics
+from stream_app.metrics import Metrics
 from stream_app.settings import Settings
-
-log = logging.getLogger(__name__)
-
-_WIRING = "_churn_wiring"
-
-
-@dataclass(frozen=True)
-class Wiring:
-    settings: Settings
-    metrics: Metrics
-    engine: Engine
-    handler: ScoreHandler
-    users: Any
-    topics: dict[str, Any]
-    score_agent: Any
+from stream_app.wiring import Deps, Topics
 
 
 class UserStateCodec(codecs.Codec):
@@ -56,9 +40,16 @@ class UserTable(faust.Table):  # type: ignore[type-arg]
         return UserState.from_dict(v) if isinstance(v, dict) else v
 
 
-def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
+class ChurnApp(faust.App):
+    """A Faust app that carries what create_app wired (``app.deps``)."""
+
+    deps: Deps
+
+
+def create_app(settings: Settings, metrics: Metrics | None = None) -> ChurnApp:
+    faust_fixes.apply()  # faust-streaming 0.15.3 loses events after a rebalance: see module
     metrics = metrics or Metrics()
-    app = faust.App(
+    app = ChurnApp(
         settings.app_id,
         broker=settings.bootstrap_url,
         store=settings.store,
@@ -66,6 +57,11 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         web_host=settings.web_host,
         web_port=settings.web_port,
         web_enabled=True,
+        # Faust's /table/ and /router/ views answer without a token and tell who is a
+        # customer; /users/{id} is the documented, authenticated way.
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        canonical_url=settings.canonical_url,
         # exactly_once has open duplicate/crash bugs in faust-streaming 0.15: at-least-once
         # plus dedup by event_id keeps state exact.
         processing_guarantee="at_least_once",
@@ -78,9 +74,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         # with 1 standby, 2 of 5 without; tests/integration/test_scale_out.py). With the
         # memory store a taken-over partition replays its changelog either way.
         table_standby_replicas=0,
+        broker_session_timeout=settings.session_timeout,  # rejoin after a kill: settings.py
     )
 
-    def raw_topic(name: str, partitions: int) -> Any:
+    def raw_topic(name: str, partitions: int, **options: Any) -> Any:
         # Bytes in, bytes out: decoding is ours (ingest.py), so bad input is data, not a crash.
         return app.topic(
             name,
@@ -89,11 +86,17 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             key_serializer="raw",
             value_serializer="raw",
             partitions=partitions,
+            **options,
         )
 
-    clickstream = raw_topic(settings.topic_clickstream, settings.topic_partitions)
-    dlq = raw_topic(settings.topic_dlq, settings.topic_partitions)
-    training = raw_topic(settings.topic_training, 1)
+    topics = Topics(
+        clickstream=raw_topic(settings.topic_clickstream, settings.topic_partitions),
+        dlq=raw_topic(settings.topic_dlq, settings.topic_partitions),
+        training=raw_topic(settings.topic_training, 1),
+        model=raw_topic(settings.topic_model, 1, compacting=True),
+        decisions=raw_topic(settings.topic_decisions, settings.topic_partitions),
+        interventions=raw_topic(settings.topic_interventions, settings.topic_partitions),
+    )
     users: Any = app.tables.add(
         UserTable(
             app,
@@ -106,73 +109,19 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     # Writes go through UserState's JSON codec (faust's json cannot encode the object).
     users.value_serializer = "userstate"
 
-    engine = Engine(EngineConfig.from_settings(settings))
-    decoder = Decoder.from_settings(settings)
-    handler = ScoreHandler(
-        engine,
-        decoder,
-        metrics,
-        settings.topic_partitions,
-        settings.topic_clickstream,
-        settings.dlq_payload_bytes,
-    )
-    topics = {"dlq": dlq, "clickstream": clickstream, "training": training}
+    engine = Engine.from_settings(settings)
     metrics.model_version.set(engine.scorer.version)
     metrics.model_ready.set(1 if engine.scorer.ready else 0)
-
-    async def send(out: Send) -> None:
-        await topics[out.topic].send(key=out.key, value=out.value, partition=out.partition)
-
-    # concurrency stays 1: >1 can commit offsets past unprocessed messages.
-    @app.agent(clickstream, name="score", concurrency=1)
-    async def score(stream: Any) -> None:
-        async for event in stream.events():
-            msg = event.message
-            t0 = time.perf_counter()
-            try:
-                outcome = handler.handle(users, msg.partition, msg.offset, msg.key, msg.value)
-            except Exception:
-                log.exception(
-                    "unexpected error topic=%s partition=%s offset=%s",
-                    msg.topic,
-                    msg.partition,
-                    msg.offset,
-                )
-                raise
-            for out in outcome.sends:
-                await send(out)
-            metrics.process_seconds.observe(time.perf_counter() - t0)
-
-    async def _assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        handler.reset_clocks()
-
-    app.on_partitions_assigned.connect(_assigned)
-
-    @app.page("/metrics")
-    async def metrics_view(web: Any, request: Any) -> Any:
-        return web.bytes(metrics.render(), content_type=CONTENT_TYPE.split(";")[0])
-
-    @app.page("/health")
-    async def health(web: Any, request: Any) -> Any:
-        return web.json(
-            {
-                "status": "ok",
-                "model_version": engine.scorer.version,
-                "model_ready": engine.scorer.ready,
-                # clickstream partitions this worker owns (empty until the group assigns)
-                "partitions": sorted(
-                    tp.partition
-                    for tp in app.assignor.assigned_actives()
-                    if tp.topic == settings.topic_clickstream
-                ),
-            }
-        )
-
-    setattr(app, _WIRING, Wiring(settings, metrics, engine, handler, users, topics, score))  # noqa: B010
+    deps = Deps(settings, metrics, engine, users, topics)
+    score.register(app, deps)
+    model_sync.register(app, deps)
+    learner.register(app, deps)
+    web.register(app, deps)
+    app.deps = deps
     return app
 
 
-def wiring(app: faust.App) -> Wiring:
+def wiring(app: faust.App) -> Deps:
     """The objects create_app wired into ``app`` (for tests and tools)."""
-    w: Wiring = getattr(app, _WIRING)
-    return w
+    assert isinstance(app, ChurnApp)
+    return app.deps

@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scores-at", help="RFC 3339 time: score every user seen before it")
     p.add_argument("--scores-out", type=Path, help="where --scores-at writes (JSONL)")
     p.add_argument("--report-dir", type=Path, help="write PNG plots and a markdown summary")
+    p.add_argument(
+        "--decisions-out",
+        type=Path,
+        help="write every policy decision (one Decision JSON a line, treatment and holdout)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
     p = sub.add_parser("replay", help="send a JSONL file's events to the clickstream topic")
@@ -68,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", default="2026-01-01T00:00:00Z", help="first day (RFC 3339)")
     p.add_argument("--malformed", type=float, default=0.0, help="share of malformed lines")
     p.add_argument("--duplicates", type=float, default=0.0, help="share of duplicate events")
+    p.add_argument(
+        "--treatment-effect",
+        type=float,
+        default=0.0,
+        metavar="Q",
+        help="an intervened churner is saved with probability Q: writes a tagged saved "
+        "path for the evaluator (docs/policy.md); 0 keeps the file as before",
+    )
     return parser
 
 
@@ -98,7 +111,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "evaluate":
         from stream_app.offline import evaluate_cli
 
-        return evaluate_cli(args)
+        run = evaluate_cli(args)
+        if args.report_dir is not None:
+            from stream_app.report import write_report
+
+            for path in write_report(run, args.report_dir):
+                print(f"evaluate: wrote {path}", file=sys.stderr)
+        return 0
     if args.command in ("replay", "topics"):
         from stream_app.settings import load_settings
         from stream_app.topics import ensure_topics
@@ -135,6 +154,16 @@ def _worker(args: argparse.Namespace) -> int:
 
     ensure_topics(settings)
     app = create_app(settings)
+    from stream_app.agents.model_sync import preload
+
+    deps = app.deps
+    assert deps.model is not None
+    read = preload(settings, deps.model)
+    print(
+        f"stream-app worker: read {read} model snapshot message(s); scoring with "
+        f"v{deps.engine.scorer.version}",
+        file=sys.stderr,
+    )
     sys.argv = [
         "stream-app",
         "worker",

@@ -5,22 +5,33 @@ sessions with funnels (views -> cart -> checkout -> purchase), favourite categor
 prices. A share of users *churn*: from an onset day their engagement decays until they stop,
 and before leaving they contact support, return and rate badly more often. The ground truth
 (who churns, when) goes to a side file ``<out>.truth.jsonl``. Deterministic for a seed.
+
+With ``treatment_effect`` Q > 0, each churner is *savable* with probability Q (a hash of seed
+and user id, so the main stream of random draws is untouched), and a savable churner gets
+a second future from the onset of churn: the activity they would have had if an
+intervention saved them, tagged ``properties.treatment_path = "saved"``, while their churn
+path is tagged ``"churn"`` (see :mod:`stream_app.core.treatment` and docs/policy.md). The
+saved path has its own random generator, event ids and session ids, so dropping it and the
+tags gives back exactly the file generated without the option.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from pydantic import TypeAdapter
+
+from stream_app.core.treatment import CHURN, SAVED, TAG
 
 DAY = 86400
 T = TypeVar("T")
@@ -71,6 +82,11 @@ _PRICE_NOISE = tuple(
     math.exp(0.5 * statistics.NormalDist().inv_cdf((i + 0.5) / 4096)) for i in range(4096)
 )
 _HMS = [f"{h:02d}:{m:02d}:{s:02d}" for h in range(24) for m in range(60) for s in range(60)]
+CHURN_TAG = f',"properties":{{"{TAG}":"{CHURN}"}}'
+SAVED_TAG = f',"properties":{{"{TAG}":"{SAVED}"}}'
+# A saved user comes back at their old rate, and at least weekly: the intervention worked.
+# (At the weekly floor, no session within a 30-day horizon has probability about 1.4%.)
+SAVED_MIN_RATE = 1.0 / 7.0
 
 
 @dataclass
@@ -87,6 +103,25 @@ class User:
     last_ts: int = -1
     purchases: int = 0
     sessions: int = 0
+    tag: str = ""  # appended to every event: "" or a treatment_path properties fragment
+    session_prefix: str = "s"
+
+
+@dataclass
+class _Twin:
+    """The saved future of a savable churner, with its own draws and ids."""
+
+    user: User
+    rng: random.Random
+    id_prefix: str
+    counter: int = 0
+
+
+def savable_draw(seed: int, uid: str) -> float:
+    """Uniform in [0, 1) from (seed, user id): whether a churner can be saved, drawn
+    without touching the generator's random stream."""
+    digest = hashlib.blake2b(f"{seed}:{uid}:saved".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
 
 
 def _randint(rng: random.Random, lo: int, hi: int) -> int:
@@ -117,9 +152,12 @@ class Generator:
         start: datetime,
         malformed: float = 0.0,
         duplicates: float = 0.0,
+        treatment_effect: float = 0.0,
     ) -> None:
         if users < 1 or days < 1:
             raise ValueError("users and days must be >= 1")
+        if not 0.0 <= treatment_effect <= 1.0:
+            raise ValueError("treatment_effect is a probability in [0, 1]")
         self.rng = random.Random(seed)
         self.seed = seed
         self.days = days
@@ -130,6 +168,11 @@ class Generator:
         self.counter = 0
         self._id_prefix = f'{{"event_id":"g{seed:x}-'
         self.users = [self._user(i) for i in range(users)]
+        self.treatment_effect = treatment_effect
+        self.savable = {
+            u.uid for u in self.users if u.churner and savable_draw(seed, u.uid) < treatment_effect
+        }
+        self._twins: dict[str, _Twin] = {}
         cum, acc = [], 0.0
         for w in HOUR_WEIGHTS:
             acc += w
@@ -165,13 +208,13 @@ class Generator:
         day, sec = divmod(t - self.start_epoch, DAY)
         return (
             f'{self._id_prefix}{self.counter:x}","user_id":"{u.uid}","event_type":"{etype}",'
-            f'"ts":"{self.day_prefix[day]}{_HMS[sec]}Z","session_id":"{sid}"{extra}}}'
+            f'"ts":"{self.day_prefix[day]}{_HMS[sec]}Z","session_id":"{sid}"{extra}{u.tag}}}'
         )
 
     def _session(self, u: User, t: int, day: float, out: list[tuple[int, str]]) -> None:
         r = self.rng
         u.sessions += 1
-        sid = f"{u.uid}-s{u.sessions}"
+        sid = f"{u.uid}-{u.session_prefix}{u.sessions}"
         leaving = u.churner and day >= u.onset
         ev = self._event
         out.append((t, ev(u, "session_start", t, sid)))
@@ -245,10 +288,41 @@ class Generator:
             return line.replace('"user_id":"', '"user_id":"\\u0007', 1)  # control char
         return line[:-1] + ',"v":2}'  # unsupported version
 
+    def _saved_day(self, u: User, d: int, day_start: int, factor: float, out: list[Any]) -> None:
+        """Day ``d`` of a savable churner's saved future (from the onset of churn on)."""
+        twin = self._twins.get(u.uid)
+        if twin is None:
+            u.tag = CHURN_TAG  # from here on, the real user's events are the churn path
+            saved = replace(
+                u,
+                churner=False,
+                onset=math.inf,
+                rate=max(u.rate, SAVED_MIN_RATE),
+                tag=SAVED_TAG,
+                session_prefix="t",
+            )
+            rng = random.Random(f"{self.seed}:{u.uid}:saved")  # str seeds hash with SHA-512
+            twin = _Twin(saved, rng, f'{{"event_id":"g{self.seed:x}-t{u.uid}-')
+            self._twins[u.uid] = twin
+        # _session draws from self.rng and numbers events from self.counter: lend it the
+        # twin's, so the main stream of draws and ids stays what it is without the option.
+        main = self.rng, self.counter, self._id_prefix
+        self.rng, self.counter, self._id_prefix = twin.rng, twin.counter, twin.id_prefix
+        try:
+            rnd = twin.rng.random
+            for _ in range(_poisson(twin.rng, twin.user.rate * factor)):
+                hour = _bisect(self.hour_cum, rnd() * self.hour_cum[-1])
+                self._session(twin.user, day_start + hour * 3600 + int(rnd() * 3600), d, out)
+        finally:
+            twin.counter = self.counter
+            self.rng, self.counter, self._id_prefix = main
+
     def run(self, fh: TextIO) -> dict[str, int]:
         r = self.rng
         carry: list[tuple[int, str]] = []
-        written = malformed = dups = 0
+        written = malformed = dups = saved_lines = 0
+        savable = self.savable
+        saved_end = SAVED_TAG + "}" if savable else None
         for d in range(self.days):
             day_start = self.start_epoch + d * DAY
             factor = WEEKDAY_FACTOR[(self.start.weekday() + d) % 7]
@@ -258,6 +332,8 @@ class Generator:
                     continue
                 lam = u.rate * factor
                 if d >= u.onset:
+                    if savable and u.uid in savable:
+                        self._saved_day(u, d, day_start, factor, out)
                     lam *= math.exp(-(d - u.onset) / u.decay)
                     if lam < 0.004:
                         continue
@@ -270,6 +346,10 @@ class Generator:
             split = _first_at_or_after(out, end)
             lines = []
             for _t, line in out[:split]:
+                if saved_end is not None and line.endswith(saved_end):
+                    lines.append(line)  # no draws for the saved path: see the module doc
+                    saved_lines += 1
+                    continue
                 if self.malformed and r.random() < self.malformed:
                     line = self._corrupt(line)
                     malformed += 1
@@ -283,7 +363,12 @@ class Generator:
         if carry:  # sessions that ran past the last midnight
             fh.write("\n".join(line for _t, line in carry) + "\n")
             written += len(carry)
-        return {"lines": written, "malformed": malformed, "duplicates": dups}
+            if saved_end is not None:
+                saved_lines += sum(1 for _t, line in carry if line.endswith(saved_end))
+        stats = {"lines": written, "malformed": malformed, "duplicates": dups}
+        if self.treatment_effect:
+            stats["saved_path_lines"] = saved_lines
+        return stats
 
     def truth(self) -> list[dict[str, Any]]:
         end = self.start_epoch + self.days * DAY
@@ -297,6 +382,8 @@ class Generator:
                 "last_event": _iso(u.last_ts) if u.last_ts >= 0 else None,
                 "sessions_per_day": round(u.rate, 4),
                 "purchases": u.purchases,
+                # Only with a treatment effect, so that files without one stay as they were.
+                **({"saved_if_treated": u.uid in self.savable} if self.treatment_effect else {}),
             }
             for u in self.users
         ]
@@ -343,9 +430,19 @@ def generate_cli(args: Any) -> int:
         raise InputFileError("--start needs an offset or Z")
     if not 0 <= args.malformed < 1 or not 0 <= args.duplicates < 1:
         raise InputFileError("--malformed and --duplicates are shares in [0, 1)")
+    if not 0 <= args.treatment_effect <= 1:
+        raise InputFileError("--treatment-effect is a probability in [0, 1]")
     if args.users < 1 or args.days < 1:
         raise InputFileError("--users and --days must be at least 1")
-    gen = Generator(args.users, args.days, args.seed, start, args.malformed, args.duplicates)
+    gen = Generator(
+        args.users,
+        args.days,
+        args.seed,
+        start,
+        args.malformed,
+        args.duplicates,
+        args.treatment_effect,
+    )
     t0 = time.perf_counter()
     with args.out.open("w") as fh:
         stats = gen.run(fh)

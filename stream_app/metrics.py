@@ -64,6 +64,89 @@ class Metrics:
             "1 when the learned model scores, 0 for the cold-start prior.",
             registry=r,
         )
+        self.model_rolling_auc = Gauge(
+            "churn_model_rolling_auc",
+            "Prequential ROC AUC over the learner's rolling window, of the model in use.",
+            registry=r,
+        )
+        self.model_rolling_logloss = Gauge(
+            "churn_model_rolling_logloss",
+            "Prequential log loss over the learner's rolling window, of the model in use.",
+            registry=r,
+        )
+        self.model_snapshot_time = Gauge(
+            "churn_model_snapshot_timestamp_seconds",
+            "Creation time of the latest model snapshot this worker accepted (0: none yet).",
+            registry=r,
+        )
+        self.model_rejected = Counter(
+            "churn_model_rejected",
+            "Model snapshots refused (old model kept), by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.model_labels = Counter(
+            "churn_model_labels",
+            "Training examples the learner learned from (this worker, while it owns learning).",
+            registry=r,
+        )
+        self.model_drift = Counter(
+            "churn_model_drift",
+            "Drift alarms (ADWIN on the prequential log loss) raised by the learner.",
+            registry=r,
+        )
+        self.training_skipped = Counter(
+            "churn_training_skipped",
+            "Training examples the learner did not learn from, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.snapshots_published = Counter(
+            "churn_model_snapshots_published",
+            "Model snapshots this worker's learner published.",
+            registry=r,
+        )
+        self.learner_active = Gauge(
+            "churn_learner_active",
+            "1 on the worker that owns the training partition and learns, else 0.",
+            registry=r,
+        )
+        self.interventions = Counter(
+            "churn_interventions",
+            "Flagged users by action, risk tier and group (treatment: sent; holdout: not).",
+            ["action", "tier", "group"],
+            registry=r,
+        )
+        self.suppressed = Counter(
+            "churn_decisions_suppressed",
+            "Spikes not acted on because of a limit: breaker_open, cooldown, user_cap, budget.",
+            ["reason"],
+            registry=r,
+        )
+        self.budget_exhausted = Counter(
+            "churn_budget_exhausted",
+            "Spikes suppressed because the partition's intervention budget was spent.",
+            registry=r,
+        )
+        self.circuit_open = Gauge(
+            "churn_circuit_open",
+            "1 while the partition's circuit breaker holds interventions back.",
+            ["partition"],
+            registry=r,
+        )
+        self.uplift = Gauge(
+            "churn_uplift",
+            "Churn rate of flagged holdout users minus flagged treated users (learner's "
+            "worker; NaN until both groups have resolved examples).",
+            ["bound"],
+            registry=r,
+        )
+        self.uplift_examples = Counter(
+            "churn_uplift_examples",
+            "Resolved examples of flagged users, by group and label, behind churn_uplift.",
+            ["group", "label"],
+            registry=r,
+        )
         self.stream_time = Gauge(
             "churn_stream_time_seconds",
             "Highest event time seen, per partition.",

@@ -21,29 +21,21 @@ from typing import IO, Any
 
 from pydantic import TypeAdapter
 
-from stream_app.core.engine import Engine, EngineConfig
+from stream_app.core.config import LearnerConfig, ModelConfig
+from stream_app.core.engine import Engine, StepResult
 from stream_app.core.features import UserState
 from stream_app.core.labels import Label
 from stream_app.core.learner import Learner, roc_auc
-from stream_app.core.model import LinearScorer, OnlineModel
+from stream_app.core.model import OnlineModel
+from stream_app.core.policy import DecisionOut, decision_message
+from stream_app.core.timers import PartitionClock
+from stream_app.core.treatment import TreatmentSimulator, path_of
 from stream_app.errors import InputFileError
 from stream_app.ingest import Decoder
+from stream_app.jsonl import iter_lines
 from stream_app.settings import Settings, load_settings
 
 _DATETIME: TypeAdapter[datetime] = TypeAdapter(datetime)
-
-
-def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """(line number, raw bytes without newline) for every non-blank line."""
-    try:
-        fh = path.open("rb")
-    except OSError as exc:
-        raise InputFileError(f"cannot read {path}: {exc.strerror}") from None
-    with fh:
-        for n, line in enumerate(fh, 1):
-            line = line.rstrip(b"\r\n")
-            if line.strip():
-                yield n, line
 
 
 def validate_file(path: Path, err: IO[str]) -> dict[str, Any]:
@@ -73,6 +65,7 @@ class EvaluateOptions:
     progress: IO[str] | None = None
     progress_every: int = 200_000
     keep_labels: bool = False  # keep every resolved Label (features included) in the run
+    decisions_out: Path | None = None  # every policy decision, one Decision JSON a line
 
 
 @dataclass
@@ -85,6 +78,7 @@ class EvaluationRun:
     recency: list[float] = field(default_factory=list)
     versions: list[int] = field(default_factory=list)
     resolved: list[Label] = field(default_factory=list)  # only with keep_labels
+    decisions: DecisionLog = field(default_factory=lambda: DecisionLog())
 
 
 class _Unsorted(Exception):
@@ -157,35 +151,151 @@ def evaluate(path: Path, settings: Settings, options: EvaluateOptions) -> Evalua
         gc.set_threshold(*old)
 
 
+@dataclass
+class _Counts:
+    total: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    scores: int = 0
+    simulated_out: int = 0  # events of a future the treatment simulation did not take
+
+
+@dataclass
+class DecisionLog:
+    """What the policy did over a replay: counters for the summary, a compact timeline
+    (event time, action, outcome) for the report, and the file of every decision."""
+
+    outcomes: Counter[str] = field(default_factory=Counter)
+    actions: Counter[str] = field(default_factory=Counter)
+    suppressed: Counter[str] = field(default_factory=Counter)
+    breaker_opened: int = 0
+    users_treated: set[str] = field(default_factory=set)
+    timeline: list[tuple[float, str, str]] = field(default_factory=list)
+
+
+class Replay:
+    """One replay of a file through the engine and the learner. Iterating it yields every
+    resolved label in prequential order (each one already used to evaluate, then to learn);
+    the state it leaves (store, learner, counts) makes the summary."""
+
+    def __init__(
+        self, path: Path, settings: Settings, options: EvaluateOptions, ordered: bool
+    ) -> None:
+        self.path = path
+        self.settings = settings
+        self.options = options
+        self.ordered = ordered
+        self.engine = Engine.from_settings(settings)
+        self.decisions = DecisionLog()
+        self.simulator = TreatmentSimulator()
+        self.model = OnlineModel.from_config(
+            self.engine.space.names, self.engine.space.schema, ModelConfig.from_settings(settings)
+        )
+        lcfg = LearnerConfig.from_settings(settings)
+        self.learner = Learner(
+            self.model, lcfg.snapshot_every, lcfg.rolling_window, example_dedup=0
+        )
+        self.store: dict[str, UserState] = {}
+        self.invalid: Counter[str] = Counter()
+        self.counts = _Counts()
+
+    def __iter__(self) -> Iterator[Label]:
+        engine, learner, store, counts = self.engine, self.learner, self.store, self.counts
+        options = self.options
+        decoder = Decoder.from_settings(self.settings)
+        read = _sorted if self.ordered else _streamed
+        clock = engine.new_clock()
+        scores_at = options.scores_at
+        exported = False
+        first = True
+        progress = options.progress
+        t0 = time.perf_counter()
+        sim = self.simulator
+        out = options.decisions_out.open("w") if options.decisions_out else None
+        try:
+            for ts, event in read(self.path, decoder, self.invalid):
+                if first:
+                    engine.labels_from = ts + self.settings.eval_warmup
+                    first = False
+                counts.total += 1
+                if scores_at is not None and not exported and ts >= scores_at:
+                    _export_scores(engine, store, scores_at, options.scores_out)
+                    exported = True
+                if path_of(event) is not None:
+                    # A generated file with a treatment effect: the user's deadlines before
+                    # this event decide (through their interventions) which future it is.
+                    early = engine.catch_up(store, clock, event.user_id, ts)
+                    if early is not None:
+                        yield from self._step(early, clock, out)
+                    if not sim.keep_event(event, ts):
+                        counts.simulated_out += 1
+                        continue
+                res = engine.process(store, clock, event, ts)
+                if res.status == "duplicate":
+                    counts.duplicates += 1
+                    continue
+                counts.applied += 1
+                # The event's labels are learned before the timer sweep scores anyone: a
+                # snapshot they complete changes the model the sweep scores with.
+                yield from self._step(res, clock, out)
+                due = engine.advance(store, clock)
+                if due is not None:
+                    yield from self._step(due, clock, out)
+            if progress is not None and counts.total % options.progress_every == 0:
+                rate = counts.total / (time.perf_counter() - t0)
+                progress.write(
+                    f"evaluate: {counts.total} events, {learner.n} labels, {rate:,.0f} events/s\n"
+                )
+            if scores_at is not None and not exported:
+                _export_scores(engine, store, scores_at, options.scores_out)
+        finally:
+            if out is not None:
+                out.close()
+
+    def _step(self, res: StepResult, clock: PartitionClock, out: IO[str] | None) -> Iterator[Label]:
+        """Record a step's decisions, then evaluate-then-learn its labels (a completed
+        snapshot swaps the engine's model)."""
+        self.counts.scores += len(res.scores)
+        if res.decisions:
+            self._decided(res.decisions, out)
+        guard = clock.guard
+        if guard is not None and (change := guard.pop_change()) is not None:
+            self.decisions.breaker_opened += change.opened
+        policy = self.engine.policy
+        for lab in res.labels:
+            if policy is not None and not policy.trains_on(lab.group):  # type: ignore[arg-type]
+                self.learner.count_group(lab)
+            else:
+                snap = self.learner.learn(lab)
+                if snap is not None:
+                    self.engine.use_snapshot(snap)
+            yield lab
+
+    def _decided(self, decisions: list[DecisionOut], out: IO[str] | None) -> None:
+        log = self.decisions
+        for d in decisions:
+            log.outcomes[d.outcome] += 1
+            log.timeline.append((d.ts, d.action, d.outcome))
+            if d.suppressed_by is not None:
+                log.suppressed[d.suppressed_by] += 1
+            else:
+                log.actions[d.action] += 1
+            if d.outcome == "treatment":
+                log.users_treated.add(d.user_id)
+                self.simulator.treated(d.user_id, d.ts)
+            if out is not None:
+                out.write(decision_message(d).model_dump_json() + "\n")
+
+
 def _evaluate(
     path: Path, settings: Settings, options: EvaluateOptions, ordered: bool
 ) -> EvaluationRun:
     t0 = time.perf_counter()
-    config = EngineConfig.from_settings(settings)
-    engine = Engine(config)
-    model = OnlineModel(
-        engine.space.names,
-        engine.space.schema,
-        settings.learning_rate,
-        settings.l2,
-        settings.min_labels_ready,
-    )
-    learner = Learner(model)
-    prior = engine.scorer
-    decoder = Decoder.from_settings(settings)
-    invalid: Counter[str] = Counter()
-    events = _sorted(path, decoder, invalid) if ordered else _streamed(path, decoder, invalid)
-
-    store: dict[str, UserState] = {}
-    clock = engine.new_clock()
+    replay = Replay(path, settings, options, ordered)
     run = EvaluationRun(summary={})
     pred_fh = options.predictions_out.open("w") if options.predictions_out else None
-    duplicates = n_scores = applied = total = 0
-    scores_at = options.scores_at
-    exported = False
-
-    def on_labels(labels: list[Any]) -> None:
-        for lab in labels:
+    try:
+        for lab in replay:
             run.labels.append(lab.label)
             run.scores.append(lab.p)
             run.recency.append(lab.features.get("days_since_last_event", 0.0))
@@ -204,53 +314,22 @@ def _evaluate(
                     )
                     + "\n"
                 )
-            snap = learner.learn(lab)
-            if snap is not None:
-                engine.scorer = LinearScorer(snap) if snap.ready else prior
-
-    first = True
-    try:
-        for ts, event in events:
-            if first:
-                engine.labels_from = ts + settings.eval_warmup
-                first = False
-            total += 1
-            if scores_at is not None and not exported and ts >= scores_at:
-                _export_scores(engine, store, scores_at, options.scores_out)
-                exported = True
-            res = engine.process(store, clock, event, ts)
-            if res.status == "duplicate":
-                duplicates += 1
-                continue
-            applied += 1
-            n_scores += len(res.scores)
-            if res.labels:
-                on_labels(res.labels)
-            due = engine.advance(store, clock)
-            if due is not None:
-                n_scores += len(due.scores)
-                on_labels(due.labels)
-            if options.progress and total % options.progress_every == 0:
-                rate = total / (time.perf_counter() - t0)
-                options.progress.write(
-                    f"evaluate: {total} events, {len(run.labels)} labels, {rate:,.0f} events/s\n"
-                )
-        if scores_at is not None and not exported:
-            _export_scores(engine, store, scores_at, options.scores_out)
     finally:
         if pred_fh is not None:
             pred_fh.close()
     elapsed = time.perf_counter() - t0
+    run.decisions = replay.decisions
 
-    summary = learner.summary()
+    counts, invalid, model = replay.counts, replay.invalid, replay.model
+    summary = replay.learner.summary()
     run.summary = {
-        "events": applied,
-        "users": len(store),
+        "events": counts.applied,
+        "users": len(replay.store),
         "labels": len(run.labels),
         "positives": sum(run.labels),
         "auc": _round(roc_auc(run.labels, run.scores)),
         "logloss": _round(summary["logloss"]),
-        "events_per_second": round(total / elapsed) if elapsed > 0 else None,
+        "events_per_second": round(counts.total / elapsed) if elapsed > 0 else None,
         "auc_recency": _round(roc_auc(run.labels, run.recency)),
         # The same comparison on the labels whose p came from the learned model (not the
         # cold-start prior): the steady state a long-running deployment lives in.
@@ -259,15 +338,44 @@ def _evaluate(
         "drifts": int(summary["drifts"]),
         "invalid": sum(invalid.values()),
         "invalid_reasons": dict(sorted(invalid.items())),
-        "duplicates": duplicates,
-        "scores": n_scores,
+        "duplicates": counts.duplicates,
+        "scores": counts.scores,
         "model_version": model.version,
         "model_ready": model.ready,
-        "memory_per_user_bytes": memory_per_user(store),
+        **_policy_summary(replay),
+        "memory_per_user_bytes": memory_per_user(replay.store),
         "sorted_input": not ordered,
         "seconds": round(elapsed, 3),
     }
     return run
+
+
+def _policy_summary(replay: Replay) -> dict[str, Any]:
+    log, policy = replay.decisions, replay.engine.policy
+    u = replay.learner.uplift()
+    return {
+        "policy_version": policy.version if policy is not None else None,
+        "interventions": log.outcomes["treatment"],
+        "holdout_decisions": log.outcomes["holdout"],
+        "suppressed": dict(sorted(log.suppressed.items())),
+        "budget_exhausted": log.suppressed["budget"],
+        "breaker_opened": log.breaker_opened,
+        "interventions_by_action": dict(sorted(log.actions.items())),
+        "users_treated": len(log.users_treated),
+        "uplift": {
+            "uplift": _round(u.uplift),
+            "low": _round(u.uplift_low),
+            "high": _round(u.uplift_high),
+            "reduction": _round(u.reduction),
+            "reduction_low": _round(u.reduction_low),
+            "reduction_high": _round(u.reduction_high),
+            "holdout_n": u.holdout_n,
+            "holdout_churned": u.holdout_churned,
+            "treated_n": u.treated_n,
+            "treated_churned": u.treated_churned,
+        },
+        "simulated_out": replay.counts.simulated_out,
+    }
 
 
 def _learned_aucs(run: EvaluationRun) -> dict[str, float | None]:
@@ -326,7 +434,7 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
-def _round(v: float) -> float | None:
+def _round(v: float | None) -> float | None:
     return None if v is None or math.isnan(v) else round(v, 6)
 
 
@@ -340,7 +448,7 @@ def parse_time(text: str) -> float:
     return dt.timestamp()
 
 
-def evaluate_cli(args: Any) -> int:
+def evaluate_cli(args: Any) -> EvaluationRun:
     overrides: dict[str, object] = {}
     if args.horizon is not None:
         overrides["horizon"] = args.horizon
@@ -354,13 +462,9 @@ def evaluate_cli(args: Any) -> int:
         scores_at=parse_time(args.scores_at) if args.scores_at else None,
         scores_out=args.scores_out,
         report_dir=args.report_dir,
+        decisions_out=args.decisions_out,
         progress=None if args.quiet else sys.stderr,
     )
     run = evaluate(args.file, settings, options)
     print(json.dumps(run.summary), flush=True)
-    if args.report_dir is not None:
-        from stream_app.report import write_report
-
-        for path in write_report(run, args.report_dir):
-            print(f"evaluate: wrote {path}", file=sys.stderr)
-    return 0
+    return run

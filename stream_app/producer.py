@@ -20,6 +20,7 @@ from kafka import KafkaProducer
 from schemas.events import Event
 from stream_app.errors import StreamAppError
 from stream_app.ingest import Decoder
+from stream_app.jsonl import iter_lines
 
 
 class InvalidEvent(StreamAppError):
@@ -95,8 +96,6 @@ def replay(
 ) -> dict[str, int]:
     """Send a JSONL file's events in file order; invalid lines are counted and skipped
     (``skip_invalid``) or sent as they are, to exercise the dead-letter path."""
-    from stream_app.offline import iter_lines
-
     sent = invalid = 0
     start = time.monotonic()
     lines: Iterable[tuple[int, bytes]] = iter_lines(path)

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from stream_app.core.learner import roc_auc
 from stream_app.errors import StreamAppError
-
-if TYPE_CHECKING:
-    from stream_app.offline import EvaluationRun
+from stream_app.offline import EvaluationRun
 
 
 def _pyplot() -> Any:

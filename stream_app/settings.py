@@ -9,12 +9,14 @@ from pydantic import (
     AliasChoices,
     BeforeValidator,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from stream_app.core.config import EngineConfig, LearnerConfig, ModelConfig
 from stream_app.errors import ConfigError
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -86,6 +88,20 @@ class Settings(BaseSettings):
         "churn.training",
         description="Resolved training examples (created with 1 partition: one learner).",
     )
+    topic_model: str = Field(
+        "churn.model",
+        description="Model snapshots (created with 1 partition, compacted); every worker "
+        "reads it from the start.",
+    )
+    topic_decisions: str = Field(
+        "retention.decisions",
+        description="Audit of every policy decision (treatment, holdout, suppressed), key = "
+        "user_id.",
+    )
+    topic_interventions: str = Field(
+        "retention.interventions",
+        description="Interventions for the CRM (treatment only), key = user_id.",
+    )
     store: str = Field(
         "memory://",
         description="Faust table store URL. memory:// rebuilds tables from their changelog "
@@ -94,8 +110,32 @@ class Settings(BaseSettings):
     data_dir: str = Field("./stream-app-data", description="Faust data directory.")
     web_host: str = Field("127.0.0.1", description="Bind address of the HTTP server.")
     web_port: int = Field(6066, ge=1, le=65535, description="Port of /metrics and the API.")
+    canonical_url: str | None = Field(
+        None,
+        description="URL other workers reach this one's web server at (to route "
+        "/users/{id}); default http://WEB_HOST:WEB_PORT.",
+    )
+    api_token: SecretStr | None = Field(
+        None,
+        description="When set, endpoints that return user data require "
+        "'Authorization: Bearer <token>'.",
+    )
+    snapshot_max_interval: Duration = Field(
+        30.0,
+        gt=0,
+        description="Live learner: publish a snapshot at least this often (wall clock) "
+        "while it has learned anything new, even short of SNAPSHOT_EVERY labels.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Worker log level."
+    )
+    session_timeout: Duration = Field(
+        10.0,
+        ge=6.0,
+        le=90.0,
+        description="Consumer group session timeout: how long the group waits for a worker "
+        "that died without leaving (kill -9, OOM) before giving its partitions to others or "
+        "to its restarted self. Heartbeats come from Faust's consumer thread every 3 s.",
     )
 
     # --- Ingest -----------------------------------------------------------------------
@@ -104,47 +144,81 @@ class Settings(BaseSettings):
         3600.0, description="Events further ahead of the wall clock than this are dead letters."
     )
     allowed_lateness: Duration = Field(
-        3600.0,
+        EngineConfig.allowed_lateness,
         description="Watermark = stream time - this; "
         "events older than the watermark are dead letters.",
     )
-    dedup_capacity: int = Field(64, ge=8, le=10_000, description="event_ids remembered per user.")
+    dedup_capacity: int = Field(
+        EngineConfig.dedup_capacity, ge=8, le=10_000, description="event_ids remembered per user."
+    )
     dlq_payload_bytes: int = Field(4096, ge=0, description="Original bytes kept in a dead letter.")
 
     # --- Engine -----------------------------------------------------------------------
     half_lives: DurationList = Field(
-        (86400.0, 604800.0, 2592000.0), description="Half-lives of decayed counters (1d,7d,30d)."
+        tuple(EngineConfig.half_lives), description="Half-lives of decayed counters (1d,7d,30d)."
     )
-    session_gap: Duration = Field(1800.0, gt=0, description="Inactivity that ends a session.")
+    session_gap: Duration = Field(
+        EngineConfig.session_gap, gt=0, description="Inactivity that ends a session."
+    )
     score_min_interval: Duration = Field(
-        1800.0, description="Rescore a user on an ordinary event at most this often (event time)."
+        EngineConfig.score_min_interval,
+        description="Rescore a user on an ordinary event at most this often (event time).",
     )
     rescore_after: DurationList = Field(
-        tuple(d * 86400.0 for d in (1, 3, 7, 14, 21, 30, 45, 60, 90)),
+        tuple(EngineConfig.rescore_after),
         description="Silence deadlines after last activity.",
     )
-    horizon: Duration = Field(30 * 86400.0, gt=0, description="Churn label horizon H.")
+    horizon: Duration = Field(EngineConfig.horizon, gt=0, description="Churn label horizon H.")
     label_activity: Literal["session", "purchase"] = Field(
-        "session", description="What counts as coming back: a new session, or a purchase."
+        EngineConfig.label_activity,
+        description="What counts as coming back: a new session, or a purchase.",
     )
     label_release: Literal["horizon", "activity"] = Field(
-        "horizon",
+        EngineConfig.label_release,
         description="Release training examples at scored_at + horizon (unbiased) "
         "or as soon as their label is known.",
     )
     snapshot_interval: Duration = Field(
-        7 * 86400.0, gt=0, description="At most one training example per user per this interval."
+        EngineConfig.snapshot_interval,
+        gt=0,
+        description="At most one training example per user per this interval.",
     )
     eval_warmup: Duration = Field(
         30 * 86400.0,
         description="Offline evaluation: no labels from the file's first this much event time.",
     )
     learning_rate: float = Field(
-        0.005, gt=0, le=10, description="SGD step of the logistic regression."
+        ModelConfig.learning_rate, gt=0, le=10, description="SGD step of the logistic regression."
     )
-    l2: float = Field(1e-4, ge=0, le=10, description="L2 penalty of the logistic regression.")
+    l2: float = Field(
+        ModelConfig.l2, ge=0, le=10, description="L2 penalty of the logistic regression."
+    )
     min_labels_ready: int = Field(
-        500, ge=0, description="Labels before the model replaces the cold-start prior."
+        ModelConfig.min_labels_ready,
+        ge=0,
+        description="Labels before the model replaces the cold-start prior.",
+    )
+    snapshot_every: int = Field(
+        LearnerConfig.snapshot_every,
+        ge=1,
+        description="The learner publishes a model snapshot every this many labels.",
+    )
+    rolling_window: int = Field(
+        LearnerConfig.rolling_window,
+        ge=10,
+        description="Labels in the rolling AUC / log loss window (also judges the hand-over).",
+    )
+    example_dedup: int = Field(
+        LearnerConfig.example_dedup,
+        ge=0,
+        description="Training example ids the learner remembers to skip redelivered ones.",
+    )
+
+    # --- Retention policy -------------------------------------------------------------
+    policy_file: str | None = Field(
+        None,
+        description="TOML file of the retention policy (docs/policy.md); "
+        "unset = the built-in defaults.",
     )
 
     @field_validator("kafka_bootstrap_servers")

@@ -13,10 +13,28 @@ from stream_app.settings import Settings
 log = logging.getLogger(__name__)
 
 
+# The model topic keeps the latest snapshot forever (compaction, one key), however long
+# ago it was published: a worker starting a year later still finds it.
+COMPACTED = {"cleanup.policy": "compact"}
+
+
 def topic_specs(settings: Settings) -> dict[str, int]:
-    """Topic name -> partitions. The training topic has one partition: one learner."""
+    """Topic name -> partitions. The training and model topics have one partition: one
+    learner, one ordered history of models."""
     n = settings.topic_partitions
-    return {settings.topic_clickstream: n, settings.topic_dlq: n, settings.topic_training: 1}
+    return {
+        settings.topic_clickstream: n,
+        settings.topic_dlq: n,
+        settings.topic_training: 1,
+        settings.topic_model: 1,
+        settings.topic_decisions: n,
+        settings.topic_interventions: n,
+    }
+
+
+def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
+    """Topic configs the project sets at creation (others take the broker's defaults)."""
+    return {settings.topic_model: COMPACTED}
 
 
 def ensure_topics(settings: Settings, timeout_ms: int = 30_000) -> dict[str, int]:
@@ -35,8 +53,9 @@ def ensure_topics(settings: Settings, timeout_ms: int = 30_000) -> dict[str, int
         ) from None
     try:
         existing = set(admin.list_topics())
+        configs = topic_configs(settings)
         missing = [
-            NewTopic(name, parts, settings.topic_replication)
+            NewTopic(name, parts, settings.topic_replication, topic_configs=configs.get(name, {}))
             for name, parts in specs.items()
             if name not in existing
         ]

@@ -1,7 +1,8 @@
-"""The score agent's logic: decode, route, dedupe, run the engine, say what to send.
+"""The score agent: decode, route, dedupe, run the engine, say what to send.
 
 ``ScoreHandler.handle`` is synchronous and does no I/O: it returns the messages to send, so
-the Faust agent stays a thin loop and this stays testable without a broker.
+the Faust agent (:func:`register`) stays a thin loop and this stays testable without a
+broker.
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
+import faust
 from kafka.partitioner.default import murmur2
 
 from schemas.events import EventView
@@ -20,9 +23,16 @@ from schemas.outputs import TrainingExample
 from stream_app.core.engine import Engine, StepResult
 from stream_app.core.features import UserState
 from stream_app.core.labels import Label
+from stream_app.core.policy import (
+    DecisionOut,
+    PartitionGuard,
+    decision_message,
+    intervention_message,
+)
 from stream_app.core.timers import PartitionClock
 from stream_app.ingest import Decoder, Rejection, Source, dead_letter
 from stream_app.metrics import Metrics
+from stream_app.wiring import Deps
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +45,7 @@ def partition_for(key: bytes, partitions: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    topic: str  # logical name: "dlq", "clickstream" (re-route), "training"
+    topic: str  # role in wiring.Topics: dlq, clickstream (re-route), training, model, decisions...
     key: bytes | None
     value: bytes
     partition: int | None = None
@@ -57,7 +67,9 @@ def label_message(label: Label) -> TrainingExample:
         p=label.p,
         features=label.features,
         treated=label.treated,
+        group=label.group,
         model_version=label.model_version,
+        train=label.train,
     )
 
 
@@ -80,6 +92,9 @@ class ScoreHandler:
         self.dlq_payload_bytes = dlq_payload_bytes
         self.wall_clock = wall_clock
         self.clocks: dict[int, PartitionClock] = {}
+        # Policy budget and breaker per partition: kept when clocks are rebuilt, so a
+        # rebalance in this process does not refill a spent budget.
+        self.guards: dict[int, PartitionGuard] = {}
 
     def reset_clocks(self) -> None:
         """Partitions were reassigned: derived timer state is rebuilt lazily per partition."""
@@ -88,7 +103,9 @@ class ScoreHandler:
     def clock_for(self, store: MutableMapping[str, UserState], partition: int) -> PartitionClock:
         clock = self.clocks.get(partition)
         if clock is None:
-            clock = self.engine.new_clock()
+            clock = self.engine.new_clock(self.partitions)
+            if clock.guard is not None:
+                clock.guard = self.guards.setdefault(partition, clock.guard)
             mine = {
                 uid: st
                 for uid, st in store.items()
@@ -142,14 +159,45 @@ class ScoreHandler:
         self.metrics.events.labels(event.event_type).inc()
         timers = self.engine.advance(store, clock)
         if timers is not None:
-            result.scores += timers.scores
-            result.labels += timers.labels
+            result.extend(timers)
         self._observe(partition, clock, result)
         sends = [
             Send("training", lab.user_id.encode(), label_message(lab).model_dump_json().encode())
             for lab in result.labels
         ]
+        for out in result.decisions:
+            sends += self._decided(out)
+        if clock.guard is not None:
+            self._breaker(partition, clock.guard)
         return Outcome("applied", sends)
+
+    def _decided(self, out: DecisionOut) -> list[Send]:
+        """The audit record always; the intervention for treatment only (keyed by user)."""
+        m = self.metrics
+        key = out.user_id.encode()
+        sends = [Send("decisions", key, decision_message(out).model_dump_json().encode())]
+        if out.suppressed_by is not None:
+            m.suppressed.labels(out.suppressed_by).inc()
+            if out.suppressed_by == "budget":
+                m.budget_exhausted.inc()
+            return sends
+        m.interventions.labels(out.action, out.tier, out.group).inc()
+        intervention = intervention_message(out)
+        if intervention is not None:
+            sends.append(Send("interventions", key, intervention.model_dump_json().encode()))
+        return sends
+
+    def _breaker(self, partition: int, guard: PartitionGuard) -> None:
+        change = guard.pop_change()
+        if change is None:
+            return
+        self.metrics.circuit_open.labels(str(partition)).set(1 if change.opened else 0)
+        log.warning(
+            "partition %d: circuit breaker %s: %s",
+            partition,
+            "OPEN, interventions held back" if change.opened else "closed",
+            change.reason,
+        )
 
     def _observe(self, partition: int, clock: PartitionClock, result: StepResult) -> None:
         m = self.metrics
@@ -192,3 +240,56 @@ class ScoreHandler:
             source.offset,
         )
         return Outcome("invalid", [Send("dlq", source.key, letter.model_dump_json().encode())])
+
+
+def sender(deps: Deps) -> Callable[[Send], Awaitable[Any]]:
+    """Send one handler output to the topic of its role."""
+
+    async def send(out: Send) -> Any:
+        topic = deps.topics.by_name(out.topic)
+        return await topic.send(key=out.key, value=out.value, partition=out.partition)
+
+    return send
+
+
+def register(app: faust.App, deps: Deps) -> Any:
+    """The score agent on the clickstream topic; returns the Faust agent."""
+    handler = ScoreHandler(
+        deps.engine,
+        Decoder.from_settings(deps.settings),
+        deps.metrics,
+        deps.settings.topic_partitions,
+        deps.settings.topic_clickstream,
+        deps.settings.dlq_payload_bytes,
+    )
+    metrics, users, send = deps.metrics, deps.users, sender(deps)
+
+    # concurrency stays 1: >1 can commit offsets past unprocessed messages. Nothing may be
+    # awaited before the stream is iterated: awaiting the model sync there left some
+    # partitions unfetched after a restart in 2 of 4 runs (test_restart.py); the worker
+    # loads the newest model before Faust starts instead (agents/model_sync.preload).
+    @app.agent(deps.topics.clickstream, name="score", concurrency=1)
+    async def score(stream: Any) -> None:
+        async for event in stream.events():
+            msg = event.message
+            t0 = time.perf_counter()
+            try:
+                outcome = handler.handle(users, msg.partition, msg.offset, msg.key, msg.value)
+            except Exception:
+                log.exception(
+                    "unexpected error topic=%s partition=%s offset=%s",
+                    msg.topic,
+                    msg.partition,
+                    msg.offset,
+                )
+                raise
+            for out in outcome.sends:
+                await send(out)
+            metrics.process_seconds.observe(time.perf_counter() - t0)
+
+    async def _assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        handler.reset_clocks()
+
+    app.on_partitions_assigned.connect(_assigned)
+    deps.score, deps.score_agent = handler, score
+    return score

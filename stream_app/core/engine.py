@@ -9,50 +9,29 @@ depend only on that user's events and the model in use, not on how fast the wate
 from __future__ import annotations
 
 import math
-from collections.abc import MutableMapping, Sequence
+from collections.abc import MutableMapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from schemas.events import EventView
+from schemas.outputs import ModelSnapshot
+from stream_app.core.config import EngineConfig
 from stream_app.core.features import FeatureSpace, UserState, event_hash
 from stream_app.core.labels import Label, LabelBook
-from stream_app.core.model import ColdStartPrior, Scorer
+from stream_app.core.model import ColdStartPrior, LinearScorer, Scorer
+from stream_app.core.policy.config import load_policy
+from stream_app.core.policy.decide import DecisionOut, Policy
+from stream_app.core.policy.state import PartitionGuard
 from stream_app.core.timers import PartitionClock
+
+if TYPE_CHECKING:
+    from stream_app.settings import Settings
 
 # Events that change a user's risk enough to rescore at once, even inside a session.
 SIGNAL_TYPES = frozenset({"purchase", "return", "support_contact", "review"})
 
 Status = Literal["applied", "duplicate", "late"]
 Trigger = Literal["event", "silence"]
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    half_lives: Sequence[float] = (86400.0, 604800.0, 2592000.0)
-    session_gap: float = 1800.0
-    score_min_interval: float = 1800.0
-    rescore_after: Sequence[float] = tuple(d * 86400.0 for d in (1, 3, 7, 14, 21, 30, 45, 60, 90))
-    horizon: float = 30 * 86400.0
-    label_activity: Literal["session", "purchase"] = "session"
-    snapshot_interval: float = 7 * 86400.0
-    allowed_lateness: float = 3600.0
-    dedup_capacity: int = 64
-    label_release: Literal["horizon", "activity"] = "horizon"
-
-    @classmethod
-    def from_settings(cls, s: Any) -> EngineConfig:
-        return cls(
-            half_lives=tuple(s.half_lives),
-            session_gap=s.session_gap,
-            score_min_interval=s.score_min_interval,
-            rescore_after=tuple(s.rescore_after),
-            horizon=s.horizon,
-            label_activity=s.label_activity,
-            snapshot_interval=s.snapshot_interval,
-            allowed_lateness=s.allowed_lateness,
-            dedup_capacity=s.dedup_capacity,
-            label_release=s.label_release,
-        )
 
 
 @dataclass(slots=True)
@@ -69,24 +48,34 @@ class StepResult:
     """What one event (or one timer sweep) produced. A plain class: building a slots
     dataclass with two default factories costs more than this whole check per event."""
 
-    __slots__ = ("status", "scores", "labels")
+    __slots__ = ("status", "scores", "labels", "decisions")
 
     def __init__(self, status: Status = "applied") -> None:
         self.status: Status = status
         self.scores: list[Score] = []
         self.labels: list[Label] = []
+        self.decisions: list[DecisionOut] = []
+
+    def extend(self, other: StepResult) -> None:
+        self.scores += other.scores
+        self.labels += other.labels
+        self.decisions += other.decisions
 
 
 class Engine:
     """Stateless apart from the scorer: state lives in the store and the PartitionClock."""
 
-    def __init__(self, config: EngineConfig, scorer: Scorer | None = None) -> None:
+    def __init__(
+        self, config: EngineConfig, scorer: Scorer | None = None, policy: Policy | None = None
+    ) -> None:
         self.config = config
         self.space = FeatureSpace(config.half_lives, config.session_gap, config.dedup_capacity)
         self.labels = LabelBook(
             config.horizon, config.snapshot_interval, self.space.names, config.label_release
         )
-        self.scorer: Scorer = scorer or ColdStartPrior(self.space.names)
+        self.prior = ColdStartPrior(self.space.names)
+        self.policy = policy  # runs after every score when set (decisions in StepResult)
+        self.scorer: Scorer = scorer or self.prior
         self._rescore = tuple(sorted(config.rescore_after))
         self._purchase_only = config.label_activity == "purchase"
         self._score_min_interval = config.score_min_interval
@@ -95,8 +84,35 @@ class Engine:
         # time to fill (everyone looks brand new on the first day of a log).
         self.labels_from = -math.inf
 
-    def new_clock(self) -> PartitionClock:
-        return PartitionClock(self.config.allowed_lateness)
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Engine:
+        """The engine both drivers run: configuration and retention policy from settings
+        (STREAM_APP_POLICY_FILE, built-in defaults when unset; a file with
+        ``enabled = false`` runs none). A bad policy file raises ConfigError."""
+        engine = cls(EngineConfig.from_settings(settings))
+        config = load_policy(settings.policy_file)
+        if config.enabled:
+            engine.policy = Policy(config, engine.space)
+        return engine
+
+    # --- the model in use ---------------------------------------------------------------
+    def use_scorer(self, scorer: Scorer) -> None:
+        """Score with ``scorer`` from now on (both drivers swap models only through here)."""
+        self.scorer = scorer
+
+    def use_snapshot(self, snapshot: ModelSnapshot) -> Scorer:
+        """Hand scoring to a validated snapshot's model when it is ready, else keep the
+        cold-start prior; returns the scorer now in use."""
+        self.use_scorer(LinearScorer(snapshot) if snapshot.ready else self.prior)
+        return self.scorer
+
+    def new_clock(self, partitions: int = 1) -> PartitionClock:
+        """A partition's clock, with the policy's guard (its share of a budget split over
+        ``partitions``) when a policy runs."""
+        clock = PartitionClock(self.config.allowed_lateness)
+        if self.policy is not None:
+            clock.guard = self.policy.new_guard(partitions)
+        return clock
 
     # --- events -----------------------------------------------------------------------
     def process(
@@ -123,8 +139,9 @@ class Engine:
             return StepResult("duplicate")
         result = StepResult()
         in_order = not ts < state.last_ts  # NaN (new user) counts as in order
+        guard = clock.guard
         if in_order and state.due < ts:
-            self._fire(state, ts, result)
+            self._fire(state, ts, result, guard)
         new_session = state.apply(event, ts, h_id, self.space)
         if in_order:
             state.rescore_idx = 0
@@ -132,7 +149,7 @@ class Engine:
             if etype == "purchase" if self._purchase_only else new_session:
                 result.labels += self.labels.resolve_activity(state, ts)
             if not ts - state.last_scored_ts < self._score_min_interval or etype in SIGNAL_TYPES:
-                self._score(state, ts, "event", result)  # (NaN last: never scored yet)
+                self._score(state, ts, "event", result, guard)  # (NaN: never scored)
         due = self.next_deadline(state)
         if due < state.due:
             clock.schedule(uid, due)
@@ -157,11 +174,37 @@ class Engine:
             if state is None:
                 continue
             n_scores, n_labels = len(result.scores), len(result.labels)
-            self._fire(state, wm, result)
+            self._fire(state, wm, result, clock.guard)
             state.due = self.next_deadline(state)
             if len(result.scores) != n_scores or len(result.labels) != n_labels:
                 store[uid] = state
             clock.schedule(uid, state.due)
+        return result
+
+    def catch_up(
+        self,
+        store: MutableMapping[str, UserState],
+        clock: PartitionClock,
+        user_id: str,
+        until: float,
+    ) -> StepResult | None:
+        """Fire one user's deadlines before ``until``, as :meth:`process` would first do for
+        their event at ``until``; None when it would fire nothing. A driver that must act
+        on those scores before deciding whether to apply the event (the offline treatment
+        simulation) calls this first; :meth:`process` then finds nothing left to fire."""
+        state = store.get(user_id)
+        if (
+            state is None
+            or until < clock.stream_time - clock.allowed_lateness  # late: process() skips it
+            or until < state.last_ts  # out of order: process() fires nothing
+            or not state.due < until
+        ):
+            return None
+        result = StepResult()
+        self._fire(state, until, result, clock.guard)
+        state.due = self.next_deadline(state)
+        clock.schedule(user_id, state.due)
+        store[user_id] = state
         return result
 
     def rebuild(self, store: MutableMapping[str, UserState], clock: PartitionClock) -> int:
@@ -180,7 +223,9 @@ class Engine:
         i = state.rescore_idx
         return state.last_ts + self._rescore[i] if i < len(self._rescore) else math.inf
 
-    def _fire(self, state: UserState, until: float, result: StepResult) -> None:
+    def _fire(
+        self, state: UserState, until: float, result: StepResult, guard: PartitionGuard | None
+    ) -> None:
         """Fire this user's deadlines strictly before ``until``, in time order."""
         while True:
             d_r = self._rescore_deadline(state)
@@ -191,18 +236,32 @@ class Engine:
                 result.labels += self.labels.resolve_expired(state, d_l)
             else:
                 state.rescore_idx += 1
-                self._score(state, d_r, "silence", result)
+                self._score(state, d_r, "silence", result, guard)
 
     # --- scoring ----------------------------------------------------------------------
-    def _score(self, state: UserState, at: float, trigger: Trigger, result: StepResult) -> None:
+    def _score(
+        self,
+        state: UserState,
+        at: float,
+        trigger: Trigger,
+        result: StepResult,
+        guard: PartitionGuard | None,
+    ) -> None:
         vec = state.vector(at, self.space)
         scorer = self.scorer
         p = scorer.score(vec)
         state.last_scored_ts = at
         state.last_p = p
+        score = Score(state.user_id, at, p, trigger, scorer.version, vec)
+        group = "none"
+        if self.policy is not None and guard is not None:
+            out = self.policy.decide(state, score, scorer, guard)
+            if out is not None:
+                result.decisions.append(out)
+                group = out.group
         if at >= self.labels_from:
-            self.labels.maybe_snapshot(state, at, p, vec, False, scorer.version)
-        result.scores.append(Score(state.user_id, at, p, trigger, scorer.version, vec))
+            self.labels.maybe_snapshot(state, at, p, vec, group, scorer.version)
+        result.scores.append(score)
 
     def score_now(self, state: UserState, at: float) -> tuple[float, list[str]]:
         """Score a user as of ``at`` without touching state (audience export, HTTP view)."""

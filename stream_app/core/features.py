@@ -122,6 +122,82 @@ def event_hash(event_id: str) -> bytes:
     return h if h != _EMPTY_SLOT else b"\x00" * 7 + b"\x01"  # all-zero marks an empty slot
 
 
+def ring_contains(ring: bytearray, digest: bytes) -> bool:
+    """Whether an 8-byte ``digest`` is one of the slots of ``ring`` (one C-level search;
+    a match straddling two slots is not a match)."""
+    i = ring.find(digest)
+    while i % 8 and i != -1:
+        i = ring.find(digest, i + 1)
+    return i != -1
+
+
+class Pending:
+    """One open training snapshot of a user: the score and features at ``scored_at``, and
+    its label once activity resolved it (see labels.py)."""
+
+    __slots__ = (
+        "scored_at",
+        "p",
+        "features",
+        "group",
+        "model_version",
+        "label",
+        "resolved_at",
+        "train",
+    )
+
+    def __init__(
+        self,
+        scored_at: float,
+        p: float,
+        features: array[float],
+        group: str,
+        model_version: int,
+        label: int | None = None,
+        resolved_at: float | None = None,
+        train: bool = True,
+    ) -> None:
+        self.scored_at = scored_at
+        self.p = p
+        self.features = features
+        self.group = group  # "none", or the policy's "treatment" / "holdout" at scored_at
+        self.model_version = model_version
+        self.label = label
+        self.resolved_at = resolved_at
+        self.train = train  # False: judged, not learned from (LabelBook.max_per_silence)
+
+    def to_list(self) -> list[Any]:
+        """The changelog form: a positional JSON list, as written since 0.1 (``train``
+        appended in 0.3)."""
+        return [
+            self.scored_at,
+            self.p,
+            _pack(self.features),
+            self.group,
+            self.model_version,
+            self.label,
+            self.resolved_at,
+            self.train,
+        ]
+
+    @classmethod
+    def from_list(cls, row: list[Any]) -> Pending:
+        scored_at, p, features, group, version, label, resolved_at = row[:7]
+        train = bool(row[7]) if len(row) > 7 else True  # 0.2 learned from every snapshot
+        if isinstance(group, bool):  # 0.2 stored a "treated" flag here
+            group = "treatment" if group else "none"
+        return cls(
+            float(scored_at),
+            float(p),
+            _unpack(features),
+            str(group),
+            int(version),
+            None if label is None else int(label),
+            None if resolved_at is None else float(resolved_at),
+            train,
+        )
+
+
 class UserState:
     """Everything kept about one user. ``apply`` is O(#half-lives); memory is bounded."""
 
@@ -174,20 +250,14 @@ class UserState:
         self.last_scored_ts = math.nan
         self.last_p = math.nan
         self.rescore_idx = 0
-        # Pending training snapshots (see labels.py):
-        # [scored_at, p, array("d") features, treated, model_version, label, resolved_at, train]
-        self.pending: list[list[Any]] = []
+        self.pending: list[Pending] = []  # open training snapshots (labels.py)
         self.last_snapshot_ts = math.nan
         self.spell_snapshots = 0  # training snapshots since the last activity (labels.py)
         self.extra: dict[str, Any] = {}  # room for later modules (policy state)
 
     # --- dedup ------------------------------------------------------------------------
     def seen(self, digest: bytes) -> bool:
-        buf = self.recent
-        i = buf.find(digest)
-        while i % 8 and i != -1:  # a match straddling two slots is not a match
-            i = buf.find(digest, i + 1)
-        return i != -1
+        return ring_contains(self.recent, digest)
 
     def remember(self, digest: bytes) -> None:
         pos = self.recent_pos
@@ -333,7 +403,7 @@ class UserState:
             "ls": _nan_out(self.last_scored_ts),
             "lpp": _nan_out(self.last_p),
             "ri": self.rescore_idx,
-            "p": [[*snap[:2], _pack(snap[2]), *snap[3:]] for snap in self.pending],
+            "p": [snap.to_list() for snap in self.pending],
             "lsn": _nan_out(self.last_snapshot_ts),
             "ss": self.spell_snapshots,
             "x": self.extra,
@@ -368,7 +438,7 @@ class UserState:
         s.last_scored_ts = _nan_in(d["ls"])
         s.last_p = _nan_in(d["lpp"])
         s.rescore_idx = int(d["ri"])
-        s.pending = [[p[0], p[1], _unpack(p[2]), *p[3:]] for p in d["p"]]
+        s.pending = [Pending.from_list(p) for p in d["p"]]
         s.last_snapshot_ts = _nan_in(d["lsn"])
         s.spell_snapshots = int(d.get("ss", 0))  # absent in states written before 0.3
         s.extra = dict(d.get("x") or {})

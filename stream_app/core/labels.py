@@ -1,7 +1,7 @@
 """Delayed churn labels resolved in event time.
 
-A scored user gets at most one training snapshot per ``snapshot_interval``:
-``[scored_at, p, feature_vector, treated, model_version, label, resolved_at]``. Its label is
+A scored user gets at most one training snapshot (a :class:`Pending`) per
+``snapshot_interval``. Its label is
 
 * 0 ("retained") from the first *qualifying activity* after ``scored_at`` and no later than
   ``scored_at + horizon``. By default that is the start of a new session (an event after a
@@ -29,9 +29,9 @@ import math
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
-from stream_app.core.features import UserState
+from stream_app.core.features import Pending, UserState
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,13 +44,17 @@ class Label:
     label: int
     p: float
     features: dict[str, float]
-    treated: bool
+    group: str  # "none", "treatment" or "holdout": the policy's verdict at scoring time
     model_version: int
     # The same features as a vector in feature-space order, when the engine made the label
     # (saves the learner rebuilding it from the dict).
     vector: Sequence[float] | None = None
     # False: evaluate the prediction, but do not learn from it (see LabelBook).
     train: bool = True
+
+    @property
+    def treated(self) -> bool:
+        return self.group == "treatment"
 
     @property
     def example_id(self) -> str:
@@ -83,11 +87,14 @@ class LabelBook:
         at: float,
         p: float,
         features: list[float],
-        treated: bool,
+        group: str,
         model_version: int,
     ) -> bool:
+        """Take a training snapshot unless one was taken within ``snapshot_interval``; a
+        flagged score (group other than "none") is always snapshotted, so every decision
+        is counted by the uplift measure."""
         last = state.last_snapshot_ts
-        if not math.isnan(last) and at - last < self.snapshot_interval:
+        if not math.isnan(last) and at - last < self.snapshot_interval and group == "none":
             return False
         if not last >= state.last_ts:  # (NaN: never) no snapshot since the last activity
             state.spell_snapshots = 0
@@ -96,7 +103,7 @@ class LabelBook:
         if len(state.pending) >= self.max_pending:  # only reachable with clock jumps
             state.pending.pop(0)
         state.pending.append(
-            [at, p, array("d", features), treated, model_version, None, None, train]
+            Pending(at, p, array("d", features), group, model_version, train=train)
         )
         state.last_snapshot_ts = at
         return True
@@ -104,19 +111,19 @@ class LabelBook:
     def next_deadline(self, state: UserState) -> float:
         # Snapshots are appended in scoring-time order, so the first is the oldest.
         pending = state.pending
-        return pending[0][0] + self.horizon if pending else math.inf
+        return pending[0].scored_at + self.horizon if pending else math.inf
 
     def resolve_activity(self, state: UserState, at: float) -> list[Label]:
         """A qualifying activity at ``at``: open snapshots scored before it and still within
         the horizon get label 0 (returned at once only with ``release="activity"``)."""
         out: list[Label] = []
         for snap in state.pending:
-            if snap[5] is None and snap[0] < at <= snap[0] + self.horizon:
-                snap[5], snap[6] = 0, at
+            if snap.label is None and snap.scored_at < at <= snap.scored_at + self.horizon:
+                snap.label, snap.resolved_at = 0, at
                 if self.release == "activity":
                     out.append(self._label(state.user_id, snap, at, 0))
         if out:
-            state.pending = [snap for snap in state.pending if snap[5] is None]
+            state.pending = [snap for snap in state.pending if snap.label is None]
         return out
 
     def resolve_expired(self, state: UserState, at: float) -> list[Label]:
@@ -125,26 +132,26 @@ class LabelBook:
         their end is still to come."""
         out, keep = [], []
         for snap in state.pending:
-            end = snap[0] + self.horizon
+            end = snap.scored_at + self.horizon
             if end <= at:
-                label = 1 if snap[5] is None else 0
-                out.append(self._label(state.user_id, snap, snap[6] or end, label))
+                label = 1 if snap.label is None else 0
+                out.append(self._label(state.user_id, snap, snap.resolved_at or end, label))
             else:
                 keep.append(snap)
         state.pending = keep
         return out
 
-    def _label(self, user_id: str, snap: list[Any], resolved_at: float, label: int) -> Label:
-        features = dict(zip(self.names, snap[2], strict=True))
+    def _label(self, user_id: str, snap: Pending, resolved_at: float, label: int) -> Label:
+        features = dict(zip(self.names, snap.features, strict=True))
         return Label(
             user_id,
-            float(snap[0]),
+            snap.scored_at,
             resolved_at,
             label,
-            float(snap[1]),
+            snap.p,
             features,
-            bool(snap[3]),
-            int(snap[4]),
-            snap[2],
-            bool(snap[7]) if len(snap) > 7 else True,  # (states written before 0.3: 7)
+            snap.group,
+            snap.model_version,
+            snap.features,
+            snap.train,
         )

@@ -17,7 +17,8 @@ from typing import Any, Protocol
 
 from river import compose, linear_model, optim, preprocessing
 
-from schemas.outputs import ModelSnapshot, ScalerState
+from schemas.outputs import LearnerCheckpoint, ModelSnapshot, ScalerState
+from stream_app.core.config import ModelConfig
 from stream_app.errors import SnapshotError
 
 
@@ -72,14 +73,17 @@ class ColdStartPrior:
     def score(self, vec: Sequence[float]) -> float:
         return sigmoid(self.INTERCEPT + sum(w * vec[i] for i, w, _ in self._terms))
 
+    def reasons(self, vec: Sequence[float], k: int = 3) -> list[str]:
+        return [n for n, _ in self.reason_codes(vec, k)]
+
     def reason_codes(self, vec: Sequence[float], k: int = 3) -> list[tuple[str, float]]:
-        """(feature, contribution to the log-odds) of the terms raising the risk, largest
-        first."""
+        """The prior's positive terms ``w * x``, largest first."""
         terms = sorted(((w * vec[i], n) for i, w, n in self._terms), reverse=True)
         return [(n, c) for c, n in terms[:k] if c > 0]
 
-    def reasons(self, vec: Sequence[float], k: int = 3) -> list[str]:
-        return [n for n, _ in self.reason_codes(vec, k)]
+    @property
+    def weights(self) -> dict[str, float]:
+        return dict(self.TERMS)
 
 
 class LinearScorer:
@@ -170,9 +174,9 @@ class OnlineModel:
         self,
         features: Sequence[str],
         schema: str,
-        learning_rate: float = 0.02,
-        l2: float = 1e-4,
-        min_labels_ready: int = 500,
+        learning_rate: float = ModelConfig.learning_rate,
+        l2: float = ModelConfig.l2,
+        min_labels_ready: int = ModelConfig.min_labels_ready,
     ) -> None:
         self.features = list(features)
         self.schema = schema
@@ -183,6 +187,10 @@ class OnlineModel:
         self.n_labels = 0
         self.version = 0
         self.beats_prior = False
+
+    @classmethod
+    def from_config(cls, features: Sequence[str], schema: str, config: ModelConfig) -> OnlineModel:
+        return cls(features, schema, config.learning_rate, config.l2, config.min_labels_ready)
 
     def _fresh(self) -> compose.Pipeline:
         return compose.Pipeline(
@@ -209,6 +217,7 @@ class OnlineModel:
         created_at: datetime | None = None,
         trained_through: dict[str, int] | None = None,
         metrics: dict[str, float] | None = None,
+        learner: LearnerCheckpoint | None = None,
     ) -> ModelSnapshot:
         scaler: Any = self.pipeline.steps["StandardScaler"]
         lr: Any = self.pipeline.steps["LogisticRegression"]
@@ -230,6 +239,7 @@ class OnlineModel:
             ready=self.ready,
             trained_through=dict(trained_through or {}),
             metrics={k: v for k, v in (metrics or {}).items() if math.isfinite(v)},
+            learner=learner,
         )
 
     def load(self, snap: ModelSnapshot) -> None:

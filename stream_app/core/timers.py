@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import heapq
 import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from stream_app.core.policy.state import PartitionGuard
 
 
 class PartitionClock:
@@ -25,6 +29,9 @@ class PartitionClock:
         self.stream_time = -math.inf
         self._heap: list[tuple[float, str]] = []
         self._scheduled: dict[str, float] = {}
+        # The retention policy's budget and circuit breaker of this partition (event time,
+        # like everything here); None when no policy runs.
+        self.guard: PartitionGuard | None = None
 
     @property
     def watermark(self) -> float:

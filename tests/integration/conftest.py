@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import _localkafka
@@ -51,6 +53,17 @@ class Worker:
         except OSError:
             return None
 
+    def request(self, path: str, token: str | None = None) -> tuple[int, Any]:
+        """(HTTP status, parsed JSON body) of a GET, with a bearer token if given."""
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}")
+        if token is not None:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:  # noqa: S310 (http, loopback)
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read() or b"null")
+
     def metric(self, name: str, **labels: str) -> float:
         """Sum of a counter/gauge's samples matching ``labels`` (0 when absent)."""
         text = self.get("/metrics") or ""
@@ -65,6 +78,11 @@ class Worker:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown, no final commit."""
+        self.proc.kill()
+        self.proc.wait()
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -102,10 +120,11 @@ def start_worker(
                 "STREAM_APP_TOPIC_CLICKSTREAM": f"clickstream-{tag}",
                 "STREAM_APP_TOPIC_DLQ": f"clickstream-{tag}.dlq",
                 "STREAM_APP_TOPIC_TRAINING": f"training-{tag}",
+                "STREAM_APP_TOPIC_MODEL": f"model-{tag}",
                 "STREAM_APP_TOPIC_PARTITIONS": "4",
                 "STREAM_APP_DATA_DIR": str(tmp / "data"),
                 "STREAM_APP_WEB_PORT": str(free_port()),
-                "STREAM_APP_LOG_LEVEL": "info",
+                "STREAM_APP_LOG_LEVEL": os.environ.get("IT_WORKER_LOG_LEVEL", "info"),
             }
         )
         env.update({f"STREAM_APP_{k.upper()}": v for k, v in settings.items()})
@@ -157,3 +176,28 @@ def consume_all(
     finally:
         consumer.close()
     return out
+
+
+def read_to_end(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Any]:
+    """Every message of ``topic`` up to its end offsets at the time of the call."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap.split(","), enable_auto_commit=False, group_id=None
+    )
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while any(consumer.position(tp) < end[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out reading {topic} to its end")
+            for msgs in consumer.poll(timeout_ms=500).values():
+                out.extend(msgs)
+        return out
+    finally:
+        consumer.close()

@@ -1,5 +1,6 @@
 """Same input, same result: the Faust worker and the offline evaluator run the same core, so a
-sorted file produces the same training examples (features, p, label) in both."""
+sorted file produces the same training examples (features, p, label) in both; with the
+live learner on, the same labels and features, and a prequential AUC within 0.01."""
 
 from __future__ import annotations
 
@@ -11,14 +12,14 @@ from typing import Any
 
 from stream_app.agents.score import partition_for
 from stream_app.cli import main
+from stream_app.core.learner import roc_auc
 from stream_app.offline import EvaluateOptions, evaluate
 from stream_app.producer import ChurnProducer, replay
 from stream_app.settings import load_settings
 from tests.integration.conftest import Worker, consume_all, wait_for
 
 # Short horizon and intervals so a 12-day file resolves plenty of labels; a huge
-# min_labels_ready keeps both drivers on the cold-start prior (the live learner is a
-# separate process whose timing is not part of the contract).
+# min_labels_ready keeps both drivers on the cold-start prior, so p must match exactly.
 ENGINE = {
     "horizon": "2d",
     "snapshot_interval": "12h",
@@ -26,31 +27,55 @@ ENGINE = {
     "allowed_lateness": "1h",
     "min_labels_ready": "1000000000",
 }
+# The learner on, with the offline cadence only (no wall-clock snapshots): the live model
+# differs from the offline one only by the order examples arrive in and by when each
+# worker reads a snapshot.
+LEARNING = {
+    **ENGINE,
+    "min_labels_ready": "150",
+    "snapshot_every": "50",
+    "rolling_window": "300",
+    "snapshot_max_interval": "1h",
+}
 
 
 def test_worker_and_offline_driver_agree(
     start_worker: Callable[..., Worker], kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    path = tmp_path / "events.jsonl"
-    assert (
-        main(
-            [
-                "generate",
-                "--users",
-                "60",
-                "--days",
-                "12",
-                "--seed",
-                "11",
-                "--start",
-                "2026-03-01T00:00:00Z",
-                "--out",
-                str(path),
-            ]
-        )
-        == 0
+    offline, live = run_both(start_worker, kafka_bootstrap, tmp_path, ENGINE, 60, 12)
+    assert live == offline  # user, scored_at, label and p
+
+
+def test_live_learning_matches_the_offline_evaluation(
+    start_worker: Callable[..., Worker], kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    offline, live = run_both(start_worker, kafka_bootstrap, tmp_path, LEARNING, 300, 20)
+    assert [r[:3] for r in live] == [r[:3] for r in offline]  # user, scored_at, label
+    labels = [r[2] for r in offline]
+    auc_offline = roc_auc(labels, [r[3] for r in offline])
+    auc_live = roc_auc(labels, [r[3] for r in live])
+    print(
+        f"prequential AUC on {len(labels)} labels: offline {auc_offline:.4f}, live {auc_live:.4f}"
     )
-    settings = load_settings(**ENGINE, eval_warmup=0)
+    assert sum(labels) > 50 and len(labels) - sum(labels) > 50
+    assert abs(auc_live - auc_offline) <= 0.01
+    assert any(r[4] > 0 for r in live) and any(r[4] > 0 for r in offline)  # both learned
+
+
+def run_both(
+    start_worker: Callable[..., Worker],
+    kafka_bootstrap: str,
+    tmp_path: Path,
+    engine: dict[str, str],
+    users: int,
+    days: int,
+) -> tuple[list[tuple[str, float, int, float, int]], list[tuple[str, float, int, float, int]]]:
+    """The final training examples of both drivers, sorted: (user, scored_at, label, p,
+    model_version); asserts their feature vectors are identical."""
+    path = tmp_path / "events.jsonl"
+    args = ["generate", "--users", str(users), "--days", str(days), "--seed", "11"]
+    assert main([*args, "--start", "2026-03-01T00:00:00Z", "--out", str(path)]) == 0
+    settings = load_settings(**engine, eval_warmup=0)
     preds = tmp_path / "pred.jsonl"
     run = evaluate(path, settings, EvaluateOptions(predictions_out=preds, keep_labels=True))
     offline = [json.loads(x) for x in preds.read_text().splitlines()]
@@ -58,7 +83,7 @@ def test_worker_and_offline_driver_agree(
         (lab.user_id, round(lab.scored_at, 3)): lab.features for lab in run.resolved
     }
 
-    worker = start_worker(**ENGINE)
+    worker = start_worker(**engine)
     partitions = int(worker.env["STREAM_APP_TOPIC_PARTITIONS"])
     with ChurnProducer(kafka_bootstrap, worker.env["STREAM_APP_TOPIC_CLICKSTREAM"]) as prod:
         sent = replay(path, prod)["sent"]
@@ -78,31 +103,39 @@ def test_worker_and_offline_driver_agree(
     def ts(text: str) -> float:
         return datetime.fromisoformat(text).timestamp()
 
+    versions = {(lab.user_id, round(lab.scored_at, 3)): lab.model_version for lab in run.resolved}
     expected = sorted(
-        (r["user_id"], round(ts(r["ts"]), 3), r["label"], r["p"])
+        (r["user_id"], key[1], r["label"], r["p"], versions[key])
         for r in offline
         if final(r["user_id"], ts(r["ts"]))
+        for key in [(r["user_id"], round(ts(r["ts"]), 3))]
     )
     assert len(expected) > 100 and any(e[2] == 1 for e in expected)
 
-    def finals(msgs: list[Any]) -> list[tuple[str, float, int, float]]:
+    def finals(msgs: list[Any]) -> list[tuple[str, float, int, float, int]]:
         rows = (json.loads(x.value) for x in msgs)
         return sorted(
-            (m["user_id"], round(ts(m["scored_at"]), 3), m["label"], m["p"])
+            (m["user_id"], round(ts(m["scored_at"]), 3), m["label"], m["p"], m["model_version"])
             for m in rows
             if final(m["user_id"], ts(m["scored_at"]))
         )
 
     # The topic also holds examples that are not final on every partition: read until all
     # the final ones are there (or the timeout), then compare.
+    seen: list[int] = [0, 0]  # messages looked at, final ones among them
+
+    def all_final_arrived(msgs: list[Any]) -> bool:
+        for x in msgs[seen[0] :]:
+            m = json.loads(x.value)
+            seen[1] += final(m["user_id"], ts(m["scored_at"]))
+        seen[0] = len(msgs)
+        return seen[1] >= len(expected)
+
     msgs = consume_all(
-        kafka_bootstrap,
-        worker.env["STREAM_APP_TOPIC_TRAINING"],
-        timeout=90,
-        done=lambda m: len(finals(m)) >= len(expected),
+        kafka_bootstrap, worker.env["STREAM_APP_TOPIC_TRAINING"], timeout=90, done=all_final_arrived
     )
-    assert finals(msgs) == expected
-    # and the feature vectors the learner trains on are the same, value for value
+    live = finals(msgs)
+    # the feature vectors the learner trains on are the same, value for value
     compared = 0
     for x in msgs:
         m = json.loads(x.value)
@@ -111,3 +144,4 @@ def test_worker_and_offline_driver_agree(
             assert m["features"] == offline_features[key], key
             compared += 1
     assert compared == len(expected)
+    return expected, live

@@ -8,18 +8,10 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from stream_app.producer import ChurnProducer
 from tests.integration.conftest import Worker, wait_for
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="faust-streaming 0.15.3: after the rebalance the first worker sometimes never "
-    "finishes recovering the partitions it keeps (log stops at 'Restoring state from "
-    "changelog topics...'), so their new events wait; cf. faust-streaming issues #471, #629",
-)
 def test_two_workers_share_the_load(
     start_worker: Callable[..., Worker], kafka_bootstrap: str
 ) -> None:

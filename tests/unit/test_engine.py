@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from schemas.events import EVENT_ADAPTER
-from stream_app.core.engine import Engine, EngineConfig
+from stream_app.core.config import EngineConfig
+from stream_app.core.engine import Engine
 from stream_app.core.features import UserState
 from stream_app.core.labels import Label
 
@@ -131,7 +132,7 @@ def test_only_two_examples_of_one_silence_are_learned_all_are_judged() -> None:
     is released and judged, but not learned from; the next activity starts a new count."""
     run = Run().send(ev("u", T0))
     run.tick(T0 + 3 * DAY + 3601)
-    assert [snap[7] for snap in run.store["u"].pending] == [True, True, False]
+    assert [snap.train for snap in run.store["u"].pending] == [True, True, False]
     run.send(ev("u", T0 + 4 * DAY))
     run.tick(T0 + 7 * DAY + H + 3601)
     labels = run.user_labels()

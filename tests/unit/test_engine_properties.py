@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.events import EVENT_ADAPTER, EVENT_TYPES
-from stream_app.core.engine import Engine, EngineConfig
+from stream_app.core.config import EngineConfig
+from stream_app.core.engine import Engine
 from stream_app.core.features import UserState
 
 T0 = 1767614400.0
@@ -77,7 +78,7 @@ def test_sorted_replay_never_raises_and_conserves_events(raw: list[tuple[str, fl
         assert lab.scored_at < lab.resolved_at <= lab.scored_at + CFG.horizon
     # at most one open snapshot per user per interval
     for s in store.values():
-        times = [p[0] for p in s.pending]
+        times = [p.scored_at for p in s.pending]
         assert all(b - a >= CFG.snapshot_interval for a, b in zip(times, times[1:], strict=False))
 
 

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import json
 import math
+from array import array
 
 import pytest
 
 from schemas.events import EVENT_ADAPTER
-from stream_app.core.features import N_SLOTS, FeatureSpace, UserState, event_hash, feature_names
+from stream_app.core.features import (
+    N_SLOTS,
+    FeatureSpace,
+    Pending,
+    UserState,
+    event_hash,
+    feature_names,
+)
 
 DAY = 86400.0
 T0 = 1767614400.0  # 2026-01-05T12:00:00Z
@@ -147,11 +155,16 @@ def test_json_round_trip_keeps_everything() -> None:
     s = build(
         ev("purchase", T0, "a", revenue=5.0, category="books"), ev("review", T0, "b", rating=5)
     )
-    s.pending.append([T0, 0.3, [0.0] * len(SPACE.names), False, 2, None, None])
+    s.pending.append(Pending(T0, 0.3, array("d", [0.0] * len(SPACE.names)), "holdout", 2))
     restored = UserState.from_dict(json.loads(json.dumps(s.to_dict())))
     assert restored.vector(T0 + DAY, SPACE) == s.vector(T0 + DAY, SPACE)
     assert restored.seen(event_hash("a")) and restored.seen(event_hash("b"))
     assert restored.to_dict() == s.to_dict()
+    assert restored.pending[0].group == "holdout"
+    # 0.2 kept a treated flag where the group now is
+    legacy = s.to_dict()
+    legacy["p"][0][3] = True
+    assert UserState.from_dict(legacy).pending[0].group == "treatment"
 
 
 def test_long_silence_reanchors_without_changing_the_sums() -> None:
@@ -218,9 +231,10 @@ def test_state_written_by_0_2_still_loads() -> None:
     from stream_app.core.labels import LabelBook
 
     s = build(ev("purchase", T0, revenue=10.0))
-    s.pending.append([T0, 0.3, [0.0] * len(SPACE.names), False, 2, None, None])
+    s.pending.append(Pending(T0, 0.3, array("d", [0.0] * len(SPACE.names)), "none", 2))
     doc = json.loads(json.dumps(s.to_dict()))
     del doc["ss"]
+    doc["p"] = [row[:7] for row in doc["p"]]
     old = UserState.from_dict(doc)
     assert old.spell_snapshots == 0
     book = LabelBook(DAY, DAY, SPACE.names)

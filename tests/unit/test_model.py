@@ -187,10 +187,25 @@ def test_learner_evaluates_but_does_not_learn_untrained_labels() -> None:
     model = OnlineModel(SPACE.names, SPACE.schema)
     learner = Learner(model)
     x = {n: 0.0 for n in SPACE.names}
-    learner.learn(Label("u", 0.0, 1.0, 1, 0.8, x, False, 0, train=False))
-    learner.learn(Label("u", 0.0, 1.0, 0, 0.3, x, False, 0))
+    learner.learn(Label("u", 0.0, 1.0, 1, 0.8, x, "none", 0, train=False))
+    learner.learn(Label("u", 0.0, 1.0, 0, 0.3, x, "none", 0))
     assert learner.summary()["labels"] == 2  # both judged
     assert model.n_labels == 1  # one learned
+
+
+def test_reason_codes_give_each_reason_its_contribution() -> None:
+    model, xs = trained()
+    scorer = LinearScorer(model.snapshot())
+    for x in xs[:20]:
+        vec = [x[n] for n in SPACE.names]
+        contrib = {n: c for c, n in scorer.contributions(vec)}
+        codes = scorer.reason_codes(vec, k=4)
+        assert [n for n, _ in codes] == scorer.reasons(vec, k=4)
+        assert all(value == contrib[name] > 0 for name, value in codes)
+    prior = ColdStartPrior(SPACE.names)
+    vec = [0.0] * len(SPACE.names)
+    vec[SPACE.names.index("log_days_since_last_event")] = math.log1p(9.0)
+    assert prior.reason_codes(vec) == [("log_days_since_last_event", 1.3 * math.log1p(9.0))]
 
 
 def test_cold_start_prior_rises_with_silence() -> None:

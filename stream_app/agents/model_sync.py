@@ -1,0 +1,172 @@
+"""Model sync: every worker reads the model topic from the start and hot-swaps its scorer.
+
+Every worker needs every snapshot, so this is a plain consumer outside the consumer group
+(assigned the topic's one partition), not a Faust agent. :class:`ModelSync` judges one
+message and swaps the engine's model; :class:`ModelSyncService` feeds it from Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import faust
+from aiokafka import TopicPartition
+from kafka import KafkaConsumer
+from kafka import TopicPartition as KafkaTopicPartition
+from mode import Service
+
+from schemas.outputs import ModelSnapshot
+from stream_app.clients import consumer
+from stream_app.core.engine import Engine
+from stream_app.core.model import check_snapshot
+from stream_app.errors import SnapshotError
+from stream_app.metrics import Metrics
+from stream_app.settings import Settings
+from stream_app.wiring import Deps
+
+log = logging.getLogger(__name__)
+
+
+class ModelSync:
+    """Validates snapshots and hands scoring to each newer one; a bad one is counted and
+    logged, and the model in use keeps scoring."""
+
+    def __init__(self, engine: Engine, metrics: Metrics) -> None:
+        self.engine = engine
+        self.metrics = metrics
+        self.latest: ModelSnapshot | None = None  # newest accepted (ready or not)
+
+    @property
+    def version(self) -> int:
+        return self.latest.version if self.latest is not None else 0
+
+    def handle(self, offset: int, value: bytes | None) -> str:
+        """``accepted``, ``current`` (the version in use again: a re-read) or
+        ``rejected:<reason>`` with reason ``invalid``, ``schema`` or ``stale``."""
+        if not value:
+            return self._reject(offset, "invalid", "empty message or tombstone")
+        try:
+            snap = ModelSnapshot.model_validate_json(value)
+        except ValueError as exc:
+            return self._reject(offset, "invalid", _first_line(exc))
+        try:
+            check_snapshot(snap, self.engine.space.schema, self.engine.space.names)
+        except SnapshotError as exc:
+            return self._reject(offset, "schema", str(exc))
+        if self.latest is not None and snap.version <= self.latest.version:
+            if snap.version == self.latest.version:
+                return "current"
+            return self._reject(
+                offset, "stale", f"version {snap.version} is older than {self.latest.version}"
+            )
+        self.latest = snap
+        scorer = self.engine.use_snapshot(snap)
+        m = self.metrics
+        m.model_version.set(scorer.version)
+        m.model_ready.set(1 if scorer.ready else 0)
+        m.model_snapshot_time.set(snap.created_at.timestamp())
+        if "rolling_auc" in snap.metrics:
+            m.model_rolling_auc.set(snap.metrics["rolling_auc"])
+        if "rolling_logloss" in snap.metrics:
+            m.model_rolling_logloss.set(snap.metrics["rolling_logloss"])
+        log.info(
+            "model snapshot v%d at offset %d: %s (%d labels)",
+            snap.version,
+            offset,
+            "scoring with it" if scorer.ready else "not ready, the cold-start prior scores",
+            snap.n_labels,
+        )
+        return "accepted"
+
+    def _reject(self, offset: int, reason: str, detail: str) -> str:
+        self.metrics.model_rejected.labels(reason).inc()
+        log.warning(
+            "model snapshot at offset %d rejected (%s): %s; v%d keeps scoring",
+            offset,
+            reason,
+            detail,
+            self.engine.scorer.version,
+        )
+        return f"rejected:{reason}"
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return " ".join(text[:3])[:300]
+
+
+def preload(settings: Settings, sync: ModelSync, timeout_ms: int = 30_000) -> int:
+    """Read the model topic to its end before the worker starts consuming, so the first
+    events after a start are scored by the newest model; returns the messages read. Uses a
+    blocking kafka-python consumer: it runs before the event loop."""
+    tp = KafkaTopicPartition(settings.topic_model, 0)
+    reader = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
+        client_id=f"{settings.app_id}-model-preload",
+        enable_auto_commit=False,
+        group_id=None,
+        request_timeout_ms=timeout_ms,
+    )
+    try:
+        if tp.topic not in reader.topics():
+            return 0
+        reader.assign([tp])
+        reader.seek_to_beginning(tp)
+        end = reader.end_offsets([tp])[tp]
+        n = 0
+        while reader.position(tp) < end:
+            for msgs in reader.poll(timeout_ms=1000).values():
+                for msg in msgs:
+                    sync.handle(msg.offset, msg.value)
+                    n += 1
+        return n
+    finally:
+        reader.close()
+
+
+class ModelSyncService(Service):
+    """Reads the model topic from its beginning for as long as the worker runs.
+    ``caught_up`` is set once everything published before start-up was read."""
+
+    def __init__(self, deps: Deps, sync: ModelSync, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.deps = deps
+        self.sync = sync
+        self.caught_up = asyncio.Event()
+        self._consumer: Any = None
+
+    async def on_start(self) -> None:
+        s = self.deps.settings
+        self._consumer = consumer(s, group_id=None)
+        await self._consumer.start()
+
+    async def on_stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    @Service.task
+    async def _read(self) -> None:
+        tp = TopicPartition(self.deps.settings.topic_model, 0)
+        c = self._consumer
+        c.assign([tp])
+        await c.seek_to_beginning(tp)
+        end = (await c.end_offsets([tp]))[tp]
+        if end == 0:
+            self.caught_up.set()
+        while not self.should_stop:
+            batch = await c.getmany(tp, timeout_ms=1000)
+            for msg in batch.get(tp, []):
+                self.sync.handle(msg.offset, msg.value)
+                if msg.offset + 1 >= end:
+                    self.caught_up.set()
+
+
+def register(app: faust.App, deps: Deps) -> ModelSyncService:
+    sync = ModelSync(deps.engine, deps.metrics)
+    service = ModelSyncService(deps, sync, loop=app.loop)
+    # Faust starts extra services after table recovery; instances are accepted.
+    app.service(service)  # type: ignore[arg-type]
+    deps.model, deps.model_service = sync, service
+    return service

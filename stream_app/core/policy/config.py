@@ -1,0 +1,138 @@
+"""Policy configuration: a frozen pydantic model with documented defaults, read from TOML."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
+
+from stream_app.errors import ConfigError
+from stream_app.settings import parse_duration
+
+DAY = 86400.0
+Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+Seconds = Annotated[float, BeforeValidator(parse_duration)]
+PositiveSeconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+
+
+class _Section(BaseModel):
+    # extra="forbid": a misspelt key must stop start-up, not silently keep the default.
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Tiers(_Section):
+    """low < mid <= risk < high <= risk."""
+
+    mid: Probability = 0.3
+    high: Probability = 0.6
+
+
+class Spike(_Section):
+    entry: Probability = Field(0.3, description="Risk at or above this can be flagged.")
+    jump: Probability = Field(0.15, description="Rise over the user's own baseline.")
+    baseline_half_life: PositiveSeconds = Field(7 * DAY, description="EWMA of past scores.")
+    tier_increase: bool = Field(True, description="A rise to a higher tier also counts.")
+    rearm_below: Probability = Field(0.2, description="Hysteresis: re-arm below this risk.")
+
+
+class Limits(_Section):
+    cooldown: Seconds = Field(7 * DAY, description="Minimum time between two interventions.")
+    user_cap: int = Field(2, ge=1, description="Interventions per user per user_window.")
+    user_window: PositiveSeconds = 30 * DAY
+    budget: int = Field(1000, ge=1, description="Interventions per budget_window, all users.")
+    budget_window: PositiveSeconds = DAY
+
+
+class Breaker(_Section):
+    window: PositiveSeconds = DAY
+    open_share: Probability = Field(0.2, description="Open above this share of users flagged.")
+    close_share: Probability = Field(0.1, description="Close again at or below this share.")
+    min_scored: int = Field(200, ge=1, description="Judge no share of fewer scored users.")
+
+
+class Holdout(_Section):
+    share: Probability = 0.1
+    salt: str = Field("churn-stream-holdout-1", min_length=1, max_length=128)
+
+
+class Actions(_Section):
+    cart_abandonment: float = Field(0.5, ge=0, le=1, description="cart_abandonment feature.")
+    high_value_revenue: float = Field(
+        100.0, ge=0, allow_inf_nan=False, description="Decayed revenue, longest half-life."
+    )
+    silent_days: float = Field(7.0, ge=0, allow_inf_nan=False)
+    categories: int = Field(3, ge=1, le=8, description="Top categories to recommend.")
+
+
+class Reasons(_Section):
+    k: int = Field(3, ge=0, le=10, description="Reason codes per decision.")
+
+
+class PolicyConfig(_Section):
+    """Everything the retention policy reads; docs/policy.md explains each key."""
+
+    enabled: bool = True
+    train_on_treated: bool = True
+    tiers: Tiers = Tiers()
+    spike: Spike = Spike()
+    limits: Limits = Limits()
+    breaker: Breaker = Breaker()
+    holdout: Holdout = Holdout()
+    actions: Actions = Actions()
+    reasons: Reasons = Reasons()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PolicyConfig:
+        # Cross-key rules, each message starting with the key to fix.
+        checks = (
+            (self.tiers.high > self.tiers.mid, "tiers.high", "must be > tiers.mid"),
+            (self.tiers.mid > 0, "tiers.mid", "must be > 0"),
+            (
+                self.spike.rearm_below <= self.spike.entry,
+                "spike.rearm_below",
+                "must be <= spike.entry (hysteresis re-arms below the entry threshold)",
+            ),
+            (
+                self.breaker.close_share < self.breaker.open_share,
+                "breaker.close_share",
+                "must be < breaker.open_share",
+            ),
+        )
+        for ok, key, msg in checks:
+            if not ok:
+                raise PydanticCustomError("policy", "{key}: {msg}", {"key": key, "msg": msg})
+        return self
+
+    @property
+    def version(self) -> str:
+        """Short hash of the effective configuration, stamped on every decision."""
+        doc = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(doc.encode()).hexdigest()[:12]
+
+
+def load_policy(path: str | Path | None) -> PolicyConfig:
+    """The built-in defaults, or the TOML file at ``path`` over them; raises ConfigError
+    naming the file and the key."""
+    if path is None:
+        return PolicyConfig()
+    where = f"policy file {path}"
+    try:
+        data: dict[str, Any] = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read it: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+    try:
+        return PolicyConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{where}: {key}: {msg}" if key else f"{where}: {msg}")
+        raise ConfigError("\n".join(lines)) from None

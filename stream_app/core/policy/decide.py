@@ -1,0 +1,179 @@
+"""The retention policy: one score in, at most one decision out (pure, event time only)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from stream_app.core.features import FeatureSpace, UserState
+from stream_app.core.model import Scorer
+from stream_app.core.policy.actions import Action, ViewBuilder, categories_for, choose_action
+from stream_app.core.policy.config import PolicyConfig
+from stream_app.core.policy.ids import decision_id, in_holdout, intervention_id
+from stream_app.core.policy.state import PartitionGuard, UserPolicy
+
+Outcome = Literal["treatment", "holdout", "suppressed"]
+Suppression = Literal["breaker_open", "cooldown", "user_cap", "budget"]
+Group = Literal["none", "treatment", "holdout"]
+Trigger = Literal["event", "silence"]
+TIERS: tuple[str, str, str] = ("low", "mid", "high")
+
+
+class ScoreLike(Protocol):
+    """What the policy reads of the engine's ``Score`` (no import: the engine will call us)."""
+
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def ts(self) -> float: ...
+    @property
+    def p(self) -> float: ...
+    @property
+    def trigger(self) -> Trigger: ...
+    @property
+    def model_version(self) -> int: ...
+    @property
+    def features(self) -> Sequence[float]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionOut:
+    """A flagged score: everything the Decision and (for treatment) Intervention carry."""
+
+    decision_id: str
+    intervention_id: str | None  # only for treatment
+    user_id: str
+    ts: float
+    trigger: Trigger
+    p: float
+    previous_p: float | None
+    baseline: float | None
+    tier: str
+    previous_tier: str
+    outcome: Outcome
+    suppressed_by: Suppression | None
+    holdout: bool  # the user's group, whatever the outcome
+    action: Action
+    categories: list[str]
+    reasons: list[tuple[str, float]]
+    model_version: int
+    policy_version: str
+
+    @property
+    def group(self) -> Group:
+        """What a training example scored at ``ts`` should carry, for uplift."""
+        return "none" if self.outcome == "suppressed" else self.outcome
+
+
+class Policy:
+    """Tiers, spike detection against the user's own baseline, hysteresis, cooldown,
+    per-user cap, partition budget, circuit breaker, holdout and action choice.
+
+    Call :meth:`decide` after every score, with the user's row and the partition's guard.
+    Holdout users go through exactly the same state machine and limits as treated ones
+    (only the send differs), so the holdout stays a random sample of the flagged.
+    """
+
+    def __init__(self, config: PolicyConfig, space: FeatureSpace) -> None:
+        self.config = config
+        self.version = config.version
+        self._view = ViewBuilder(space)
+
+    def new_guard(self, partitions: int = 1) -> PartitionGuard:
+        """A partition's guard; the budget is split evenly (users hash evenly over them)."""
+        c = self.config
+        return PartitionGuard(
+            budget=max(1, math.ceil(c.limits.budget / partitions)),
+            budget_window=c.limits.budget_window,
+            breaker_window=c.breaker.window,
+            open_share=c.breaker.open_share,
+            close_share=c.breaker.close_share,
+            min_scored=c.breaker.min_scored,
+        )
+
+    def tier(self, p: float) -> int:
+        t = self.config.tiers
+        return 2 if p >= t.high else 1 if p >= t.mid else 0
+
+    def in_holdout(self, user_id: str) -> bool:
+        return in_holdout(user_id, self.config.holdout.share, self.config.holdout.salt)
+
+    def trains_on(self, group: Group) -> bool:
+        """Whether a resolved example of this group should go to the learner."""
+        return self.config.train_on_treated or group != "treatment"
+
+    def decide(
+        self, state: UserState, score: ScoreLike, scorer: Scorer, guard: PartitionGuard
+    ) -> DecisionOut | None:
+        """Update the user's policy state with this score; a DecisionOut when it spiked
+        while armed (sent, held out, or suppressed by a limit), else None."""
+        c = self.config
+        if not c.enabled:
+            return None
+        s = c.spike
+        mine = UserPolicy.load(state.extra)
+        p, at = score.p, score.ts
+        tier = self.tier(p)
+        baseline, prev_p, prev_tier = mine.baseline, mine.prev_p, mine.prev_tier
+        jumped = baseline is not None and p - baseline >= s.jump
+        spiked = p >= s.entry and (jumped or (s.tier_increase and tier > prev_tier))
+        if not mine.armed and p < s.rearm_below:
+            mine.armed = True
+        # The breaker counts each user at most once per window, armed or not: a broken
+        # model shows as a burst of spikes among scored users, whatever the limits did.
+        new_scored, new_flagged = mine.count(at, spiked, c.breaker.window)
+        guard.observe(at, mine.counted_at, new_scored, new_flagged)
+        mine.observe(p, tier, at, s.baseline_half_life)
+        if not (spiked and mine.armed):
+            mine.save(state.extra)
+            return None
+        suppressed = self._limit(mine, at, guard)
+        holdout = self.in_holdout(score.user_id)
+        outcome: Outcome
+        if suppressed is None:
+            # Flagged: the user waits to re-arm, and the limits count it, holdout or not.
+            outcome = "holdout" if holdout else "treatment"
+            mine.armed = False
+            mine.record(at, c.limits.user_cap)
+            guard.spend(at)
+        else:
+            outcome = "suppressed"  # still armed: may be flagged once the limit passes
+        mine.save(state.extra)
+        action = choose_action(self._view(score.features), c.actions)
+        trigger = score.trigger
+        return DecisionOut(
+            decision_id=decision_id(score.user_id, trigger, at, self.version),
+            intervention_id=intervention_id(score.user_id, trigger, at, self.version)
+            if outcome == "treatment"
+            else None,
+            user_id=score.user_id,
+            ts=at,
+            trigger=trigger,
+            p=p,
+            previous_p=prev_p,
+            baseline=baseline,
+            tier=TIERS[tier],
+            previous_tier=TIERS[prev_tier],
+            outcome=outcome,
+            suppressed_by=suppressed,
+            holdout=holdout,
+            action=action,
+            categories=categories_for(action, state, c.actions),
+            reasons=scorer.reason_codes(score.features, c.reasons.k) if c.reasons.k else [],
+            model_version=score.model_version,
+            policy_version=self.version,
+        )
+
+    def _limit(self, mine: UserPolicy, at: float, guard: PartitionGuard) -> Suppression | None:
+        lim = self.config.limits
+        if guard.breaker_open:
+            return "breaker_open"
+        if mine.sent and at - mine.sent[-1] < lim.cooldown:
+            return "cooldown"
+        if mine.sent_within(at, lim.user_window) >= lim.user_cap:
+            return "user_cap"
+        if guard.budget_left(at) <= 0:
+            return "budget"
+        return None

@@ -1,0 +1,48 @@
+"""What create_app builds once and hands to every agent, service and view."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from stream_app.core.engine import Engine
+from stream_app.metrics import Metrics
+from stream_app.settings import Settings
+
+if TYPE_CHECKING:
+    from stream_app.agents.learner import LearnerService
+    from stream_app.agents.model_sync import ModelSync, ModelSyncService
+    from stream_app.agents.score import ScoreHandler
+
+
+@dataclass
+class Topics:
+    """Faust topics by role (raw bytes in and out: decoding is ours)."""
+
+    clickstream: Any
+    dlq: Any
+    training: Any
+    model: Any
+    decisions: Any
+    interventions: Any
+
+    def by_name(self, name: str) -> Any:
+        return getattr(self, name)
+
+
+@dataclass
+class Deps:
+    """Shared by the agents, services and web views of one worker. The agents' modules
+    fill in what they register (handler, agent, service)."""
+
+    settings: Settings
+    metrics: Metrics
+    engine: Engine
+    users: Any  # the Faust table "users" (UserState by user_id)
+    topics: Topics
+    score: ScoreHandler | None = None
+    score_agent: Any = None
+    model: ModelSync | None = None
+    model_service: ModelSyncService | None = None
+    learner: LearnerService | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
