@@ -72,3 +72,21 @@ baselines: $(STAMP)  ## engine vs BG/NBD, RFM regression and recency at a cutoff
 
 clean:  ## remove the venv, caches, Kafka jars and demo output
 	rm -rf $(VENV) .kafka out .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+.PHONY: real-data baselines-real
+REAL_DIR := out/real
+REAL_SAMPLE := $(REAL_DIR)/cdnow_sample.jsonl
+$(REAL_SAMPLE): bench/real_data.py | $(STAMP)
+	@mkdir -p $(REAL_DIR)
+	@test -f $(REAL_DIR)/Lifetimes-0.11.3-py3-none-any.whl || $(PY) -m pip download -q \
+	    --no-deps lifetimes==0.11.3 -d $(REAL_DIR)
+	$(PY) bench/real_data.py --dir $(REAL_DIR)
+
+real-data: $(REAL_SAMPLE)  ## the CDNOW purchase log as events (out/real; dev sample + acceptance set)
+
+baselines-real: $(REAL_SAMPLE)  ## engine vs the batch baselines on the CDNOW sample (dev set)
+	@for run in "180 1997-10-01" "90 1998-01-01"; do \
+	    set -- $$run; \
+	    $(PY) bench/baselines.py $(REAL_SAMPLE) --cutoff $${2}T00:00:00Z --horizon-days $$1 \
+	        --purchases-only --out bench/results/baselines_real_$${1}d.json || exit 1; \
+	done

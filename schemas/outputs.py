@@ -70,6 +70,11 @@ class TrainingExample(_Out):
         "was sent), holdout (flagged, deliberately not sent), none (not flagged). Uplift "
         "compares the churn of flagged holdout and treatment examples.",
     )
+    train: bool = Field(
+        True,
+        description="False: judge the prediction, do not learn from it (a third or later "
+        "example of one silence).",
+    )
 
 
 class ScalerState(_Out):

@@ -50,6 +50,7 @@ def label_from(example: TrainingExample) -> Label:
         dict(example.features),
         example.group if example.group != "none" or not example.treated else "treatment",
         example.model_version,
+        train=example.train,
     )
 
 

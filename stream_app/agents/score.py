@@ -69,6 +69,7 @@ def label_message(label: Label) -> TrainingExample:
         treated=label.treated,
         group=label.group,
         model_version=label.model_version,
+        train=label.train,
     )
 
 

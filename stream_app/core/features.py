@@ -143,6 +143,7 @@ class Pending:
         "model_version",
         "label",
         "resolved_at",
+        "train",
     )
 
     def __init__(
@@ -154,6 +155,7 @@ class Pending:
         model_version: int,
         label: int | None = None,
         resolved_at: float | None = None,
+        train: bool = True,
     ) -> None:
         self.scored_at = scored_at
         self.p = p
@@ -162,9 +164,11 @@ class Pending:
         self.model_version = model_version
         self.label = label
         self.resolved_at = resolved_at
+        self.train = train  # False: judged, not learned from (LabelBook.max_per_silence)
 
     def to_list(self) -> list[Any]:
-        """The changelog form: a positional JSON list, as written since 0.1."""
+        """The changelog form: a positional JSON list, as written since 0.1 (``train``
+        appended in 0.3)."""
         return [
             self.scored_at,
             self.p,
@@ -173,11 +177,13 @@ class Pending:
             self.model_version,
             self.label,
             self.resolved_at,
+            self.train,
         ]
 
     @classmethod
     def from_list(cls, row: list[Any]) -> Pending:
-        scored_at, p, features, group, version, label, resolved_at = row
+        scored_at, p, features, group, version, label, resolved_at = row[:7]
+        train = bool(row[7]) if len(row) > 7 else True  # 0.2 learned from every snapshot
         if isinstance(group, bool):  # 0.2 stored a "treated" flag here
             group = "treatment" if group else "none"
         return cls(
@@ -188,6 +194,7 @@ class Pending:
             int(version),
             None if label is None else int(label),
             None if resolved_at is None else float(resolved_at),
+            train,
         )
 
 
@@ -215,6 +222,7 @@ class UserState:
         "rescore_idx",
         "pending",
         "last_snapshot_ts",
+        "spell_snapshots",
         "extra",
     )
 
@@ -244,6 +252,7 @@ class UserState:
         self.rescore_idx = 0
         self.pending: list[Pending] = []  # open training snapshots (labels.py)
         self.last_snapshot_ts = math.nan
+        self.spell_snapshots = 0  # training snapshots since the last activity (labels.py)
         self.extra: dict[str, Any] = {}  # room for later modules (policy state)
 
     # --- dedup ------------------------------------------------------------------------
@@ -396,6 +405,7 @@ class UserState:
             "ri": self.rescore_idx,
             "p": [snap.to_list() for snap in self.pending],
             "lsn": _nan_out(self.last_snapshot_ts),
+            "ss": self.spell_snapshots,
             "x": self.extra,
         }
 
@@ -430,6 +440,7 @@ class UserState:
         s.rescore_idx = int(d["ri"])
         s.pending = [Pending.from_list(p) for p in d["p"]]
         s.last_snapshot_ts = _nan_in(d["lsn"])
+        s.spell_snapshots = int(d.get("ss", 0))  # absent in states written before 0.3
         s.extra = dict(d.get("x") or {})
         return s
 

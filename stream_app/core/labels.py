@@ -14,6 +14,13 @@ When the example is *released* to training is a separate choice. ``release="hori
 training stream arrives in scoring order. Releasing 0s at once (``release="activity"``)
 feeds the learner all the retained users a month before any churned one: a survivorship
 bias that taught the model that silence means loyalty (see docs/labels.md for the figures).
+
+A silent user is rescored at every silence deadline, so one silence yields up to seven
+near-duplicate snapshots (7, 14, ... 90 days). Every snapshot becomes a label and is judged,
+but only the first ``max_per_silence`` (2) since the user's last activity are learned from
+(``Label.train``). Measured on the audience export (docs/model.md): CDNOW sample 0.775 ->
+0.785 (H = 180 d) and 0.808 -> 0.814 (H = 90 d); generated data unchanged or better. One per
+silence lost 0.004 on the generated 60-day comparison, three gave back the CDNOW gain.
 """
 
 from __future__ import annotations
@@ -42,6 +49,8 @@ class Label:
     # The same features as a vector in feature-space order, when the engine made the label
     # (saves the learner rebuilding it from the dict).
     vector: Sequence[float] | None = None
+    # False: evaluate the prediction, but do not learn from it (see LabelBook).
+    train: bool = True
 
     @property
     def treated(self) -> bool:
@@ -62,8 +71,10 @@ class LabelBook:
         snapshot_interval: float,
         names: Sequence[str],
         release: Literal["horizon", "activity"] = "horizon",
+        max_per_silence: int = 2,
     ) -> None:
         self.names = list(names)
+        self.max_per_silence = max_per_silence
         self.horizon = horizon
         self.release = release
         self.snapshot_interval = snapshot_interval
@@ -88,9 +99,15 @@ class LabelBook:
             if group != "none":
                 self.mark_group(state, at, group)
             return False
+        if not last >= state.last_ts:  # (NaN: never) no snapshot since the last activity
+            state.spell_snapshots = 0
+        state.spell_snapshots += 1
+        train = state.spell_snapshots <= self.max_per_silence
         if len(state.pending) >= self.max_pending:  # only reachable with clock jumps
             state.pending.pop(0)
-        state.pending.append(Pending(at, p, array("d", features), group, model_version))
+        state.pending.append(
+            Pending(at, p, array("d", features), group, model_version, train=train)
+        )
         state.last_snapshot_ts = at
         return True
 
@@ -149,4 +166,5 @@ class LabelBook:
             snap.group,
             snap.model_version,
             snap.features,
+            snap.train,
         )

@@ -135,7 +135,8 @@ class Learner:
         self.detector.update(loss)
         if self.detector.drift_detected:
             self.drifts += 1
-        self.model.learn_one(label.features, y)
+        if label.train:
+            self.model.learn_one(label.features, y)
         self._since_snapshot += 1
         if self._since_snapshot < self.snapshot_every:
             return None

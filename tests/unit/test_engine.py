@@ -126,6 +126,20 @@ def test_at_most_one_snapshot_per_interval() -> None:
     assert len(run.store["u"].pending) == 1
 
 
+def test_only_two_examples_of_one_silence_are_learned_all_are_judged() -> None:
+    """A silent user is rescored (and snapshotted) at every deadline: one event, then
+    deadlines at 1 and 3 days give three near-duplicate examples of one silence. The third
+    is released and judged, but not learned from; the next activity starts a new count."""
+    run = Run().send(ev("u", T0))
+    run.tick(T0 + 3 * DAY + 3601)
+    assert [snap.train for snap in run.store["u"].pending] == [True, True, False]
+    run.send(ev("u", T0 + 4 * DAY))
+    run.tick(T0 + 7 * DAY + H + 3601)
+    labels = run.user_labels()
+    assert [(lab.scored_at - T0) / DAY for lab in labels] == [0, 1, 3, 4, 5, 7]
+    assert [lab.train for lab in labels] == [True, True, False, True, True, False]
+
+
 def test_duplicates_and_late_events() -> None:
     run = Run().send(ev("u", T0, eid="same"), ev("u", T0 + 5, eid="same"))
     assert run.statuses == ["applied", "duplicate"]

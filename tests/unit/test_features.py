@@ -197,3 +197,46 @@ def test_state_written_by_0_1_still_loads() -> None:
     doc["s"] = [list(s.sums[k * n : (k + 1) * n]) for k in range(3)]
     old = UserState.from_dict(doc)
     assert old.vector(T0 + DAY, SPACE) == s.vector(T0 + DAY, SPACE)
+
+
+def test_a_purchase_log_customer_by_hand() -> None:
+    """What a public purchase log gives the model, pinned on a hand-computed customer: $30
+    at day 0, $10 at day 10, scored at day 40 (one purchase per session, no browsing)."""
+    s = build(
+        ev("purchase", T0, "p0", revenue=30.0), ev("purchase", T0 + 10 * DAY, "p1", revenue=10.0)
+    )
+    f = s.features(T0 + 40 * DAY, SPACE)
+    ln2 = math.log(2.0)
+    assert f["days_since_last_event"] == pytest.approx(30.0)
+    assert f["log_days_since_last_event"] == pytest.approx(math.log(31.0))
+    assert f["days_since_last_purchase"] == pytest.approx(30.0)
+    assert f["tenure_days"] == pytest.approx(40.0)
+    assert f["has_purchased"] == 1.0
+    assert f["log_purchases_total"] == f["log_sessions_total"] == pytest.approx(math.log(3.0))
+    # decayed at 30 days: the day-0 purchase weighs 2**(-40/30), the day-10 one 2**(-1)
+    assert f["purchases_30d"] == pytest.approx(math.log1p(2 ** (-4 / 3) + 0.5))
+    assert f["revenue_30d"] == pytest.approx(math.log1p(30 * 2 ** (-4 / 3) + 10 * 0.5))
+    assert f["purchases_7d"] == pytest.approx(math.log1p(2 ** (-40 / 7) + 2 ** (-30 / 7)))
+    # usual gap between sessions = 40 days / (2 - 1)
+    assert f["silence_vs_usual_gap"] == pytest.approx(math.log(30.1 / 40.1))
+    assert f["events_per_session"] == pytest.approx(1.0)
+    short = (2.0**-40 + 2.0**-30) * ln2  # events per day at the 1-day half-life
+    long = (2 ** (-4 / 3) + 0.5) * ln2 / 30
+    assert f["activity_trend"] == pytest.approx(math.log((short + 0.05) / (long + 0.05)))
+    assert (f["cart_abandonment"], f["return_ratio"], f["rating_mean"]) == (0.0, 0.0, 3.0)
+
+
+def test_state_written_by_0_2_still_loads() -> None:
+    """0.2 had no silence-spell count and 7-field pending snapshots (all learned from)."""
+    from stream_app.core.labels import LabelBook
+
+    s = build(ev("purchase", T0, revenue=10.0))
+    s.pending.append(Pending(T0, 0.3, array("d", [0.0] * len(SPACE.names)), "none", 2))
+    doc = json.loads(json.dumps(s.to_dict()))
+    del doc["ss"]
+    doc["p"] = [row[:7] for row in doc["p"]]
+    old = UserState.from_dict(doc)
+    assert old.spell_snapshots == 0
+    book = LabelBook(DAY, DAY, SPACE.names)
+    (label,) = book.resolve_expired(old, T0 + DAY)
+    assert label.train and label.label == 1

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from schemas.outputs import ModelSnapshot
+from schemas.outputs import ModelSnapshot, ScalerState
 from stream_app.core.features import FeatureSpace
 from stream_app.core.learner import Learner, log_loss, roc_auc
 from stream_app.core.model import (
@@ -117,7 +117,7 @@ def test_silence_guard_floors_long_silences_with_the_prior() -> None:
     assert scorer.score(vec) == max(scorer.model_score(vec), prior.score(vec))
     assert scorer.score(vec) >= prior.score(vec) > 0.5
     if prior.score(vec) > scorer.model_score(vec):
-        assert scorer.reasons(vec) == ["log_days_since_last_event"]
+        assert scorer.reasons(vec)[0] == "log_days_since_last_event"
 
 
 def test_reasons_are_the_top_positive_terms() -> None:
@@ -130,6 +130,67 @@ def test_reasons_are_the_top_positive_terms() -> None:
     assert reasons == sorted(reasons, key=lambda r: -contrib[r])
     top = max(contrib.values())
     assert top <= 0 or contrib[reasons[0]] == top
+
+
+def test_reason_codes_are_the_contributions_with_their_values() -> None:
+    model, xs = trained()
+    snap = model.snapshot()
+    scorer = LinearScorer(snap)
+    vec = [xs[0][n] for n in SPACE.names]
+    codes = scorer.reason_codes(vec, k=3)
+    assert [n for n, _ in codes] == scorer.reasons(vec, k=3)
+    for name, value in codes:
+        x = vec[SPACE.names.index(name)]
+        z = (x - snap.scaler.mean[name]) / snap.scaler.var[name] ** 0.5
+        assert value == pytest.approx(snap.weights[name] * z) and value > 0
+
+
+def test_reason_codes_when_the_prior_sets_the_score_name_the_model_too() -> None:
+    """A model that says 'safe' for a user silent far beyond its training range: the guard
+    scores with the prior, and the codes are the prior's silence term, then the model's."""
+    names = SPACE.names
+    snap = ModelSnapshot(
+        version=1,
+        created_at="2026-01-05T12:00:00Z",
+        feature_schema=SPACE.schema,
+        features=names,
+        weights={"revenue_30d": -0.5, "purchases_30d": 0.25},
+        intercept=-10.0,
+        scaler=ScalerState(
+            n={n: 100.0 for n in names},
+            mean={n: 0.0 for n in names},
+            var={n: 1.0 for n in names},
+        ),
+        n_labels=100,
+        ready=True,
+    )
+    scorer = LinearScorer(snap)
+    vec = [0.0] * len(names)
+    vec[names.index("days_since_last_event")] = 120.0  # mean 0, sd 1: far out of range
+    vec[names.index("log_days_since_last_event")] = math.log1p(120.0)
+    vec[names.index("revenue_30d")] = -2.0  # below the mean: -0.5 * -2 = +1.0
+    vec[names.index("purchases_30d")] = 2.0  # +0.5
+    assert scorer.guarded(vec) and scorer.score(vec) > scorer.model_score(vec)
+    assert scorer.reason_codes(vec, k=3) == [
+        ("log_days_since_last_event", pytest.approx(1.3 * math.log1p(120.0))),
+        ("revenue_30d", pytest.approx(1.0)),
+        ("purchases_30d", pytest.approx(0.5)),
+    ]
+    assert ColdStartPrior(names).reason_codes(vec, k=3) == [
+        ("log_days_since_last_event", pytest.approx(1.3 * math.log1p(120.0)))
+    ]
+
+
+def test_learner_evaluates_but_does_not_learn_untrained_labels() -> None:
+    from stream_app.core.labels import Label
+
+    model = OnlineModel(SPACE.names, SPACE.schema)
+    learner = Learner(model)
+    x = {n: 0.0 for n in SPACE.names}
+    learner.learn(Label("u", 0.0, 1.0, 1, 0.8, x, "none", 0, train=False))
+    learner.learn(Label("u", 0.0, 1.0, 0, 0.3, x, "none", 0))
+    assert learner.summary()["labels"] == 2  # both judged
+    assert model.n_labels == 1  # one learned
 
 
 def test_reason_codes_give_each_reason_its_contribution() -> None:
