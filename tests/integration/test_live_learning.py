@@ -122,9 +122,11 @@ def test_a_learner_killed_mid_stream_neither_skips_nor_repeats_an_example(
 
     wait_for(caught_up, 300, "the restarted learner to learn every example", every=3)
     examples = read_to_end(kafka_bootstrap, training)
-    distinct = {json.loads(x.value)["example_id"] for x in examples}
+    rows = [json.loads(x.value) for x in examples]
+    distinct = {r["example_id"] for r in rows if r["train"]}  # the ones meant for learning
     newest = max(snapshots(kafka_bootstrap, second), key=lambda s: s["version"])
     # Every distinct example learned once: none skipped (n >= distinct), none twice.
     assert newest["n_labels"] == len(distinct)
+    assert newest["learner"]["labels"] == len({r["example_id"] for r in rows})  # all judged
     assert newest["n_labels"] > learned_first > 0  # the second learner carried on
     assert second.metric("churn_learner_active") == 1
