@@ -18,6 +18,7 @@ from typing import Any
 from kafka import KafkaProducer
 
 from schemas.events import Event
+from stream_app.core.treatment import TreatmentSimulator
 from stream_app.errors import StreamAppError
 from stream_app.ingest import Decoder
 from stream_app.jsonl import iter_lines
@@ -91,15 +92,25 @@ class ChurnProducer:
         self.close()
 
 
+def untreated_world(decoder: Decoder, raw: bytes) -> bool:
+    """False for an event of a generated "saved" future (``generate --treatment-effect``):
+    live, nobody was intervened on before the replay, so only the churn path happens."""
+    decoded = decoder.decode(raw)
+    return decoded.event is None or TreatmentSimulator.keep(decoded.event, None, decoded.ts)
+
+
 def replay(
     path: Path, producer: ChurnProducer, rate: float = 0.0, skip_invalid: bool = True
 ) -> dict[str, int]:
     """Send a JSONL file's events in file order; invalid lines are counted and skipped
-    (``skip_invalid``) or sent as they are, to exercise the dead-letter path."""
+    (``skip_invalid``) or sent as they are, to exercise the dead-letter path. Events of a
+    generated treated-only future are not sent."""
     sent = invalid = 0
     start = time.monotonic()
     lines: Iterable[tuple[int, bytes]] = iter_lines(path)
     for _, raw in lines:
+        if b'"treatment_path"' in raw and not untreated_world(producer._decoder, raw):
+            continue  # a generated "saved" future: it only happens after an intervention
         try:
             producer.send(raw)
             sent += 1

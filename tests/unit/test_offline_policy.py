@@ -69,3 +69,24 @@ def test_no_effect_gives_an_uplift_interval_around_zero(tmp_path: Path) -> None:
     assert u["holdout_n"] > 50 and u["treated_n"] > 50
     assert u["low"] <= 0.0 <= u["high"]
     assert summary["simulated_out"] == 0
+
+
+def test_replay_sends_only_the_untreated_world(tmp_path: Path) -> None:
+    """stream-app replay of a file with a treatment effect: the saved futures only happen
+    after an intervention, so they are not sent; the churn path and untagged events are."""
+    import time
+
+    from stream_app.ingest import Decoder
+    from stream_app.producer import untreated_world
+
+    events = tmp_path / "e.jsonl"
+    args = ["generate", "--users", "300", "--days", "40", "--seed", "2"]
+    assert main([*args, "--treatment-effect", "0.8", "--out", str(events)]) == 0
+    decoder = Decoder(65536, 3600.0, time.time)
+    kept = {"saved": 0, "churn": 0, "none": 0}
+    for line in events.read_bytes().splitlines():
+        path = json.loads(line).get("properties", {}).get("treatment_path", "none")
+        kept[path] += untreated_world(decoder, line)
+        if path != "saved":
+            assert untreated_world(decoder, line)
+    assert kept["saved"] == 0 and kept["churn"] > 0 and kept["none"] > 0
