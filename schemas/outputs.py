@@ -14,6 +14,7 @@ DeadLetterReason = Literal[
     "too_large",  # message over max_message_bytes
     "invalid_utf8",  # bytes are not UTF-8
     "invalid_json",  # not parseable JSON (incl. NaN/Infinity literals)
+    "too_deep",  # JSON nested deeper than the parsers' limit
     "not_an_object",  # JSON, but not an object
     "missing_field",  # a required field is absent
     "invalid_field",  # a field breaks its rule (type, length, range, pattern)

@@ -48,6 +48,9 @@ class Decoded:
     ts: float = 0.0  # event.ts as POSIX seconds (computed once: it is not free)
 
 
+TOO_DEEP = Rejection(
+    "too_deep", None, "JSON nested deeper than the decoder's limit (an event is at most 3 deep)"
+)
 _TAGS = frozenset(EVENT_TYPES)
 _TYPE_TAGS = frozenset({"str", "constrained-str", "bool", "int", "float"})
 
@@ -64,6 +67,8 @@ def _rejection_from(exc: ValidationError) -> Rejection:
     field = ".".join(loc) or None
     msg = err["msg"]
     if etype == "json_invalid":
+        if "recursion limit" in msg:
+            return TOO_DEEP
         return Rejection("invalid_json", None, msg)
     if etype in ("dict_type", "model_type", "model_attributes_type") and not loc:
         return Rejection("not_an_object", None, "an event must be a JSON object")
@@ -123,6 +128,8 @@ class Decoder:
         try:
             event = WIRE_DECODER.decode(raw)
             ts = event.ts.timestamp()
+        except RecursionError:  # msgspec recurses per nesting level of an object
+            return Decoded(None, TOO_DEEP)
         except (msgspec.ValidationError, msgspec.DecodeError, ValueError):
             try:
                 text = raw.decode("utf-8")

@@ -216,11 +216,11 @@ class ScoreHandler:
     ) -> Outcome:
         self.metrics.invalid.labels(rejection.reason).inc()
         hints = None
-        if event is None and rejection.reason not in ("too_large", "invalid_utf8"):
+        if event is None and rejection.reason not in ("too_large", "invalid_utf8", "too_deep"):
             try:
                 parsed = json.loads(raw)
                 hints = parsed if isinstance(parsed, dict) else None
-            except ValueError:
+            except (ValueError, RecursionError):
                 hints = None
         letter = dead_letter(
             raw,

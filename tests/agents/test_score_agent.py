@@ -129,3 +129,13 @@ def test_unknown_fields_are_counted_once_even_when_forwarded(
     assert w.metrics.rerouted._value.get() == 1
     assert w.metrics.unknown_fields._value.get() == 1
     assert w.users.get(u).events_total == 1
+
+
+def test_json_nested_ten_thousand_deep_is_a_dead_letter_not_a_crash(
+    app: faust.App, sent: list[Any]
+) -> None:
+    deep = b'{"a":' * 10_000 + b"1" + b"}" * 10_000
+    run(app, [(b"k", deep, 0), (b"k2", b"[" * 10_000 + b"]" * 10_000, 1)])
+    reasons = [json.loads(v)["reason"] for t, _, v, _ in sent if t == "clickstream.dlq"]
+    assert reasons == ["too_deep", "too_deep"]
+    assert wiring(app).metrics.invalid.labels("too_deep")._value.get() == 2

@@ -188,3 +188,23 @@ def test_mutated_valid_events_give_event_or_dead_letter(
             value = getattr(d.event, name, None)
             assert value is None or (math.isfinite(value) and value >= 0)
         assert d.event.ts.tzinfo is not None
+
+
+DEEP = 10_000
+HOSTILE_NESTING = {
+    "array": b"[" * DEEP + b"]" * DEEP,
+    "object": b'{"a":' * DEEP + b"1" + b"}" * DEEP,
+    "properties": json.dumps(make_event()).encode()[:-1]
+    + b',"properties":'
+    + b'{"a":' * DEEP
+    + b"1"
+    + b"}" * DEEP
+    + b"}",
+}
+
+
+@pytest.mark.parametrize("shape", sorted(HOSTILE_NESTING))
+def test_json_nested_ten_thousand_deep_is_a_too_deep_dead_letter(shape: str) -> None:
+    decoded = Decoder(1 << 20, 3600.0, lambda: 1.9e9).decode(HOSTILE_NESTING[shape])
+    assert decoded.event is None and decoded.rejection is not None
+    assert decoded.rejection.reason == "too_deep"

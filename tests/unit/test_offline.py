@@ -70,6 +70,24 @@ def test_validate_reports_each_bad_line(tmp_path: Path, capsys: pytest.CaptureFi
     assert "field=revenue" in lines[1]
 
 
+def test_commands_report_a_ten_thousand_deep_line_instead_of_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = (
+        '{"event_id":"e1","user_id":"u1","event_type":"purchase",'
+        '"ts":"2026-01-05T12:00:00Z","revenue":42.0}'
+    )
+    path = tmp_path / "deep.jsonl"
+    path.write_text(good + "\n" + '{"a":' * 10_000 + "1" + "}" * 10_000 + "\n")
+    assert main(["validate", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out)["reasons"] == {"too_deep": 1}
+    assert err.startswith(f"{path}:2: too_deep")
+    assert main(["evaluate", str(path), "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["invalid_reasons"] == {"too_deep": 1} and summary["events"] == 1
+
+
 def test_validate_all_good_exits_zero(traffic: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(traffic)]) == 0
     assert json.loads(capsys.readouterr().out)["invalid"] == 0
