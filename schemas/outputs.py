@@ -15,6 +15,7 @@ DeadLetterReason = Literal[
     "invalid_utf8",  # bytes are not UTF-8
     "invalid_json",  # not parseable JSON (incl. NaN/Infinity literals)
     "too_deep",  # JSON nested deeper than the parsers' limit
+    "tombstone",  # a null value (Kafka tombstone): no event at all
     "not_an_object",  # JSON, but not an object
     "missing_field",  # a required field is absent
     "invalid_field",  # a field breaks its rule (type, length, range, pattern)

@@ -57,6 +57,10 @@ class Outcome:
     sends: list[Send] = field(default_factory=list)
 
 
+_NO_HINTS = frozenset({"too_large", "invalid_utf8", "too_deep", "tombstone"})
+TOMBSTONE = Rejection("tombstone", None, "null message value (a tombstone): not an event")
+
+
 def label_message(label: Label) -> TrainingExample:
     return TrainingExample(
         example_id=label.example_id,
@@ -126,6 +130,8 @@ class ScoreHandler:
     ) -> Outcome:
         raw = value or b""
         source = Source(self.topic, partition, offset, key)
+        if value is None:
+            return self._reject(raw, TOMBSTONE, source, None)
         decoded = self.decoder.decode(raw)
         if decoded.rejection is not None:
             return self._reject(raw, decoded.rejection, source, None)
@@ -216,7 +222,7 @@ class ScoreHandler:
     ) -> Outcome:
         self.metrics.invalid.labels(rejection.reason).inc()
         hints = None
-        if event is None and rejection.reason not in ("too_large", "invalid_utf8", "too_deep"):
+        if event is None and rejection.reason not in _NO_HINTS:
             try:
                 parsed = json.loads(raw)
                 hints = parsed if isinstance(parsed, dict) else None

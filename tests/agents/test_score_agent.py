@@ -139,3 +139,11 @@ def test_json_nested_ten_thousand_deep_is_a_dead_letter_not_a_crash(
     reasons = [json.loads(v)["reason"] for t, _, v, _ in sent if t == "clickstream.dlq"]
     assert reasons == ["too_deep", "too_deep"]
     assert wiring(app).metrics.invalid.labels("too_deep")._value.get() == 2
+
+
+def test_a_tombstone_is_its_own_dead_letter_not_invalid_json(
+    app: faust.App, sent: list[Any]
+) -> None:
+    run(app, [(b"k", None, 0), (b"k2", b"", 0)])  # type: ignore[list-item]
+    reasons = [json.loads(v)["reason"] for t, _, v, _ in sent if t == "clickstream.dlq"]
+    assert reasons == ["tombstone", "invalid_json"]
