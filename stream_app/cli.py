@@ -6,12 +6,26 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from stream_app.errors import StreamAppError
 from stream_app.settings import parse_duration
 
-COMMANDS = ("worker", "validate", "schema", "evaluate", "generate", "replay", "topics")
+COMMANDS = (
+    "worker",
+    "validate",
+    "schema",
+    "evaluate",
+    "generate",
+    "replay",
+    "topics",
+    "config",
+)
+
+EPILOG = """configuration: every setting comes from the environment, KAFKA_BOOTSTRAP_SERVERS
+and STREAM_APP_<NAME> (README "Configuration"); `stream-app config` prints the effective
+values, secrets masked. Docs: README.md, docs/."""
 
 
 def _duration(text: str) -> float:
@@ -21,27 +35,58 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _version() -> str:
+    try:
+        return version("churn-stream")
+    except PackageNotFoundError:  # running from a checkout without an install
+        return "unknown"
+
+
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Each option's default in its help (when it has a meaningful one); the epilog as
+    written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if default in (None, False, argparse.SUPPRESS) or "%(default)" in text:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stream-app",
         description="Real-time churn scoring and retention interventions on Kafka.",
+        epilog=EPILOG,
+        formatter_class=_Help,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("worker", help="run the Faust worker (consumes the clickstream topic)")
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name, help=text, description=text, epilog=EPILOG, formatter_class=_Help
+        )
+
+    p = command(
+        "worker",
+        "run a worker: scores the clickstream, learns (on the worker that owns the training "
+        "partition), emits interventions, serves /metrics and the HTTP API",
+    )
     p.add_argument("--web-port", type=int, help="override STREAM_APP_WEB_PORT")
 
-    p = sub.add_parser("validate", help="check a JSONL file against the event contract")
-    p.add_argument("file", type=Path)
+    p = command("validate", "check a JSONL file against the event contract (exit 1 if bad)")
+    p.add_argument("file", type=Path, help="JSON Lines file of events")
 
-    p = sub.add_parser("schema", help="write the JSON Schema files of events and outputs")
-    p.add_argument("--out", type=Path, default=Path("schemas/json"))
+    p = command("schema", "write the JSON Schema files of events and outputs")
+    p.add_argument("--out", type=Path, default=Path("schemas/json"), help="output folder")
 
-    p = sub.add_parser("evaluate", help="replay a JSONL file through the engine offline")
-    p.add_argument("file", type=Path)
-    p.add_argument("--horizon", type=_duration, help="label horizon, e.g. 30d")
+    p = command("evaluate", "replay a JSONL file through the engine offline (prequential AUC)")
+    p.add_argument("file", type=Path, help="JSON Lines file of events, in any order")
+    p.add_argument("--horizon", type=_duration, help="label horizon, e.g. 30d (default: setting)")
     p.add_argument(
-        "--warmup", type=_duration, help="no labels from the first WARMUP of the file (default 30d)"
+        "--warmup", type=_duration, help="no labels from the first WARMUP of the file (30d)"
     )
     p.add_argument("--predictions-out", type=Path, help="write every labelled prediction")
     p.add_argument("--scores-at", help="RFC 3339 time: score every user seen before it")
@@ -54,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
-    p = sub.add_parser("replay", help="send a JSONL file's events to the clickstream topic")
-    p.add_argument("file", type=Path)
+    p = command("replay", "send a JSONL file's events to the clickstream topic, keyed by user_id")
+    p.add_argument("file", type=Path, help="JSON Lines file of events")
     p.add_argument("--rate", type=float, default=0.0, help="events per second (0 = max)")
     p.add_argument(
         "--send-invalid",
@@ -63,13 +108,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="send invalid lines too (they land in the dead-letter topic)",
     )
 
-    sub.add_parser("topics", help="create the topics with the configured partition counts")
+    command(
+        "topics",
+        "create the topics with the configured partition counts: clickstream, its DLQ and "
+        "the decisions and interventions topics (STREAM_APP_TOPIC_PARTITIONS each), "
+        "churn.training (1) and churn.model (1, compacted); names from STREAM_APP_TOPIC_*",
+    )
+    command("config", "print the effective settings as JSON (secrets masked)")
 
-    p = sub.add_parser("generate", help="write synthetic clickstream traffic with ground truth")
-    p.add_argument("--users", type=int, default=1000)
-    p.add_argument("--days", type=int, default=60)
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--out", type=Path, required=True)
+    p = command(
+        "generate", "write synthetic clickstream traffic with ground truth (<out>.truth.jsonl)"
+    )
+    p.add_argument("--users", type=int, default=1000, help="number of users")
+    p.add_argument("--days", type=int, default=60, help="days of traffic")
+    p.add_argument("--seed", type=int, default=7, help="random seed (same seed, same file)")
+    p.add_argument("--out", type=Path, required=True, help="JSON Lines file to write")
     p.add_argument("--start", default="2026-01-01T00:00:00Z", help="first day (RFC 3339)")
     p.add_argument("--malformed", type=float, default=0.0, help="share of malformed lines")
     p.add_argument("--duplicates", type=float, default=0.0, help="share of duplicate events")
@@ -134,6 +187,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         ) as producer:
             stats = replay(args.file, producer, args.rate, skip_invalid=not args.send_invalid)
         print(json.dumps(stats))
+        return 0
+    if args.command == "config":
+        from stream_app.settings import load_settings
+
+        print(json.dumps(load_settings().model_dump(mode="json"), indent=2, sort_keys=True))
         return 0
     if args.command == "generate":
         from stream_app.generate import generate_cli
