@@ -146,7 +146,7 @@ class ScoreHandler:
         if decoded.unknown_fields:  # counted once, where the event is applied
             self.metrics.unknown_fields.inc(len(decoded.unknown_fields))
         clock = self.clock_for(store, partition)
-        result = self.engine.process(store, clock, event, decoded.ts)
+        result = self.engine.process(store, clock, event, decoded.ts, offset)
         if result.status == "late":
             return self._reject(
                 raw,

@@ -211,6 +211,7 @@ class UserState:
         "sessions_total",
         "events_total",
         "recent_pos",
+        "offset",
         "due",
         "purchases_total",
         "rating_sum",
@@ -246,6 +247,9 @@ class UserState:
         # membership is one C-level substring search.
         self.recent = bytearray(8 * dedup_capacity)
         self.recent_pos = 0
+        # Source offset of the last event applied (live only; -1: none). A user lives on
+        # one partition, so a redelivered event is any at or below it, however many.
+        self.offset = -1
         self.due = math.inf  # cached next event-time deadline (set by the engine)
         self.last_scored_ts = math.nan
         self.last_p = math.nan
@@ -399,6 +403,7 @@ class UserState:
             "c": self.categories,
             "r": base64.b64encode(self.recent).decode(),
             "rp": self.recent_pos,
+            "o": self.offset,
             "d": _nan_out(self.due),
             "ls": _nan_out(self.last_scored_ts),
             "lpp": _nan_out(self.last_p),
@@ -434,6 +439,7 @@ class UserState:
         if not s.recent or len(s.recent) % 8:
             raise ValueError("user state: dedup ring must be a non-empty multiple of 8 bytes")
         s.recent_pos = int(d["rp"]) % len(s.recent)
+        s.offset = int(d.get("o", -1))
         s.due = math.inf if d.get("d") is None else float(d["d"])
         s.last_scored_ts = _nan_in(d["ls"])
         s.last_p = _nan_in(d["lpp"])

@@ -37,10 +37,6 @@ class PartitionClock:
     def watermark(self) -> float:
         return self.stream_time - self.allowed_lateness
 
-    def observe(self, ts: float) -> None:
-        if ts > self.stream_time:
-            self.stream_time = ts
-
     def schedule(self, user_id: str, deadline: float) -> None:
         if not math.isfinite(deadline):
             return
@@ -67,8 +63,10 @@ class PartitionClock:
         return due
 
     def reset(self) -> None:
+        """Forget the deadlines and the stream time (the guard stays)."""
         self._heap.clear()
         self._scheduled.clear()
+        self.stream_time = -math.inf
 
     def __len__(self) -> int:
         return len(self._scheduled)

@@ -203,3 +203,19 @@ def test_a_decision_marks_the_open_snapshot_whose_horizon_covers_it() -> None:
     state.pending.sort(key=lambda p: p.scored_at)
     book.mark_group(state, T0 + H + 3600, "treatment")  # only the second one still covers it
     assert [p.group for p in state.pending] == ["none", "holdout", "treatment"]
+
+
+def test_a_redelivery_beyond_the_id_ring_is_still_a_duplicate() -> None:
+    """Live, a user's row remembers the offset of its last event: a heavy user's 100
+    events redelivered after a crash are all duplicates, though the ring holds 64 ids."""
+    run = Run()
+    events = [ev("heavy", T0 + i, eid=f"e{i}") for i in range(100)]
+    for offset, e in enumerate(events):
+        assert run.engine.process(run.store, run.clock, e, offset=offset).status == "applied"
+    redelivered = [
+        run.engine.process(run.store, run.clock, e, offset=i) for i, e in enumerate(events)
+    ]
+    assert {r.status for r in redelivered} == {"duplicate"}
+    assert run.store["heavy"].events_total == 100
+    again = run.engine.process(run.store, run.clock, ev("heavy", T0 + 200, eid="new"), offset=100)
+    assert again.status == "applied"
