@@ -193,7 +193,11 @@ class Replay:
         )
         lcfg = LearnerConfig.from_settings(settings)
         self.learner = Learner(
-            self.model, lcfg.snapshot_every, lcfg.rolling_window, example_dedup=0
+            self.model,
+            lcfg.snapshot_every,
+            lcfg.rolling_window,
+            example_dedup=0,
+            train_on_treated=self.engine.train_on_treated,
         )
         self.store: dict[str, UserState] = {}
         self.invalid: Counter[str] = Counter()
@@ -261,14 +265,10 @@ class Replay:
         guard = clock.guard
         if guard is not None and (change := guard.pop_change()) is not None:
             self.decisions.breaker_opened += change.opened
-        policy = self.engine.policy
         for lab in res.labels:
-            if policy is not None and not policy.trains_on(lab.group):  # type: ignore[arg-type]
-                self.learner.count_group(lab)
-            else:
-                snap = self.learner.learn(lab)
-                if snap is not None:
-                    self.engine.use_snapshot(snap)
+            snap = self.learner.learn(lab)
+            if snap is not None:
+                self.engine.use_snapshot(snap)
             yield lab
 
     def _decided(self, decisions: list[DecisionOut], out: IO[str] | None) -> None:

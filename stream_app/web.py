@@ -97,7 +97,7 @@ def _iso(ts: float) -> str | None:
     return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
-def owner_url(app: Any, deps: Deps, partition: int) -> str | None:
+def owner_url(app: Any, partition: int) -> str | None:
     """Web URL of the worker that owns ``partition`` of the users table, from the
     assignor's table metadata (shared by the group at every rebalance)."""
     for url, topics in app.router.table_metadata("users").items():
@@ -166,7 +166,7 @@ def register(app: faust.App, deps: Deps) -> None:
             if state is None:
                 return web.json({"error": "unknown user", "user_id": user_id}, status=404)
             return web.json(user_view(deps, state, partition))
-        url = owner_url(app, deps, partition)
+        url = owner_url(app, partition)
         if url is None or request.headers.get(ROUTED):
             return web.json(
                 {"error": f"partition {partition} has no owner right now (rebalancing)"},

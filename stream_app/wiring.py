@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from stream_app.core.engine import Engine
@@ -45,4 +45,3 @@ class Deps:
     model: ModelSync | None = None
     model_service: ModelSyncService | None = None
     learner: LearnerService | None = None
-    extra: dict[str, Any] = field(default_factory=dict)

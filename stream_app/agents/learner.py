@@ -85,7 +85,13 @@ class LearnerHandler:
     def _new_learner(self) -> Learner:
         c = self.learner_config
         model = OnlineModel.from_config(self.names, self.schema, self.model_config)
-        return Learner(model, c.snapshot_every, c.rolling_window, c.example_dedup)
+        return Learner(
+            model,
+            c.snapshot_every,
+            c.rolling_window,
+            c.example_dedup,
+            train_on_treated=self.train_on_treated,
+        )
 
     def resume(self, latest: ModelSnapshot | None) -> int:
         """Continue from the newest snapshot (None: from scratch); returns the offset to
@@ -135,13 +141,11 @@ class LearnerHandler:
         label = label_from(example)
         if label.group != "none":
             self.metrics.uplift_examples.labels(label.group, str(label.label)).inc()
-        if label.group == "treatment" and not self.train_on_treated:
-            learner.count_group(label)
-            self.metrics.training_skipped.labels("treated").inc()
-            self._set_uplift()
-            return []
         snap = learner.learn(label)
-        self.metrics.model_labels.inc()
+        if learner.trains_on(label):
+            self.metrics.model_labels.inc()
+        else:
+            self.metrics.training_skipped.labels("treated").inc()
         if label.group != "none":
             self._set_uplift()
         if learner.drifts != drifts:
@@ -276,7 +280,7 @@ def register(app: faust.App, deps: Deps) -> LearnerService:
         LearnerConfig.from_settings(s),
         deps.metrics,
         s.snapshot_max_interval,
-        train_on_treated=deps.engine.policy is None or deps.engine.policy.config.train_on_treated,
+        train_on_treated=deps.engine.train_on_treated,
     )
     service = LearnerService(deps, handler, loop=app.loop)
     # Faust starts extra services after table recovery; instances are accepted.

@@ -95,6 +95,11 @@ class Engine:
             engine.policy = Policy(config, engine.space)
         return engine
 
+    @property
+    def train_on_treated(self) -> bool:
+        """Whether the learner learns from treated users' examples (policy setting)."""
+        return self.policy is None or self.policy.config.train_on_treated
+
     # --- the model in use ---------------------------------------------------------------
     def use_scorer(self, scorer: Scorer) -> None:
         """Score with ``scorer`` from now on (both drivers swap models only through here)."""

@@ -54,8 +54,12 @@ class Learner:
         snapshot_every: int = LearnerConfig.snapshot_every,
         rolling_window: int = LearnerConfig.rolling_window,
         example_dedup: int = LearnerConfig.example_dedup,
+        train_on_treated: bool = True,
     ) -> None:
         self.model = model
+        # False: treated users' examples (their outcome was changed by the intervention)
+        # only count for the uplift; neither judged nor learned (docs/policy.md).
+        self.train_on_treated = train_on_treated
         self.snapshot_every = snapshot_every
         self.rolling_window = rolling_window
         self.prior = ColdStartPrior(model.features)
@@ -109,6 +113,9 @@ class Learner:
             self.flagged[i] += 1
             self.flagged[i + 1] += label.label
 
+    def trains_on(self, label: Label) -> bool:
+        return self.train_on_treated or label.group != "treatment"
+
     def uplift(self) -> Uplift:
         return from_counts(*self.flagged)
 
@@ -116,6 +123,8 @@ class Learner:
         """Evaluate then learn one example; returns a new snapshot (version + 1) every
         ``snapshot_every`` labels, else None."""
         self.count_group(label)
+        if not self.trains_on(label):
+            return None
         y = label.label
         loss = log_loss(y, label.p)
         self.n += 1

@@ -65,3 +65,27 @@ def test_example_ids_are_remembered_across_a_restart() -> None:
     resumed.restore(learner.snapshot())
     assert resumed.seen_example("recent") and resumed.seen_example("x39")
     assert not resumed.seen_example("x0")
+
+
+def test_treated_examples_only_count_for_uplift_when_training_on_them_is_off() -> None:
+    labels = examples(60)
+    treated = [
+        Label(
+            lab.user_id,
+            lab.scored_at,
+            lab.resolved_at,
+            lab.label,
+            lab.p,
+            lab.features,
+            "treatment" if i % 3 == 0 else "holdout",
+            0,
+        )
+        for i, lab in enumerate(labels)
+    ]
+    model = OnlineModel(SPACE.names, SPACE.schema)
+    learner = Learner(model, snapshot_every=1000, train_on_treated=False)
+    run(learner, treated)
+    assert model.n_labels == learner.n == 40  # the 20 treated ones neither judged nor learned
+    u = learner.uplift()
+    assert u.treated_n == 20 and u.holdout_n == 40
+    assert Learner(OnlineModel(SPACE.names, SPACE.schema)).trains_on(treated[0])
