@@ -9,7 +9,7 @@ DEMO_DIR := out/demo
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-unit test-integration lint format kafka kafka-3 kafka-stop \
-        kafka-fetch demo schema bench baselines clean
+        kafka-fetch demo schema bench bench-live baselines clean
 
 help:  ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ demo: $(STAMP) kafka-fetch  ## generate traffic, evaluate it offline, then run i
 
 bench: $(STAMP)  ## speed and memory benchmark of the offline engine (figures in bench/results)
 	$(PY) bench/run.py
+
+bench-live: $(STAMP) kafka-fetch  ## live worker vs a naive Faust agent, Faust's floor and the consume ceiling (bench/results/live.json)
+	$(PY) bench/live.py
 
 BENCH_EVENTS := out/bench/events.jsonl
 baselines: $(STAMP)  ## engine vs BG/NBD, RFM regression and recency at a cutoff (bench data)

@@ -3,6 +3,7 @@ put together. Each agent lives in stream_app/agents/, the views in stream_app/we
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -11,6 +12,7 @@ from faust.serializers import codecs
 
 from stream_app import faust_fixes, web
 from stream_app.agents import learner, model_sync, score
+from stream_app.agents.user_cache import UserCache
 from stream_app.core.engine import Engine
 from stream_app.core.features import UserState
 from stream_app.metrics import Metrics
@@ -44,6 +46,21 @@ class ChurnApp(faust.App):
     """A Faust app that carries what create_app wired (``app.deps``)."""
 
     deps: Deps
+
+    async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
+        """Faust waits here, on a rebalance and on shutdown, until every message a stream
+        took is acked. The score agent acks only after a write-back flush
+        (agents/score.py Committer), and on shutdown its flush timer has already stopped:
+        keep flushing while Faust waits, so the wait ends and nothing applied is left
+        unwritten."""
+        committer = getattr(self, "deps", None) and self.deps.committer
+        if committer is None:
+            return await super()._consumer_wait_empty(consumer, logger)
+        waiter = asyncio.ensure_future(super()._consumer_wait_empty(consumer, logger))
+        while not waiter.done():
+            await committer.flush()
+            await asyncio.wait([waiter], timeout=0.05)
+        return waiter.result()
 
 
 def create_app(settings: Settings, metrics: Metrics | None = None) -> ChurnApp:
@@ -109,10 +126,19 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> ChurnApp:
     # Writes go through UserState's JSON codec (faust's json cannot encode the object).
     users.value_serializer = "userstate"
 
+    codec = UserStateCodec()
+    cache = UserCache(
+        users,
+        encode=codec._dumps,
+        decode=codec._loads,
+        partition_of=lambda uid: score.partition_for(uid.encode(), settings.topic_partitions),
+        capacity=settings.state_cache_users,
+    )
+
     engine = Engine.from_settings(settings)
     metrics.model_version.set(engine.scorer.version)
     metrics.model_ready.set(1 if engine.scorer.ready else 0)
-    deps = Deps(settings, metrics, engine, users, topics)
+    deps = Deps(settings, metrics, engine, users, topics, app=app, cache=cache)
     score.register(app, deps)
     model_sync.register(app, deps)
     learner.register(app, deps)

@@ -226,7 +226,8 @@ def _worker(args: argparse.Namespace) -> int:
         "stream-app",
         "worker",
         "--loglevel",
-        settings.log_level,
+        # Faust's worker spells it "warn"; the setting takes the logging module's names.
+        {"warning": "warn"}.get(settings.log_level, settings.log_level),
         "--web-port",
         str(settings.web_port),
         "--web-host",

@@ -172,5 +172,16 @@ class Metrics:
             registry=r,
         )
 
+        self.state_writes = Counter(
+            "churn_state_writes",
+            "User states written to the users table's changelog (once per user per flush).",
+            registry=r,
+        )
+        self.flushes = Counter(
+            "churn_state_flushes",
+            "Write-back flushes of user state (after each, the batch's events are acked).",
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -126,6 +126,26 @@ class Settings(BaseSettings):
         description="Live learner: publish a snapshot at least this often (wall clock) "
         "while it has learned anything new, even short of SNAPSHOT_EVERY labels.",
     )
+    state_flush_interval: Duration = Field(
+        0.5,
+        gt=0,
+        le=60.0,
+        description="Write-back of user state: every this often, each user changed since "
+        "the last flush is written once to the users table's changelog, and only then are "
+        "the events that changed them acked (offsets commit after that). A crash redoes "
+        "at most this much work.",
+    )
+    state_flush_events: int = Field(
+        20_000,
+        ge=1,
+        description="Flush user state early once this many events wait to be acked.",
+    )
+    state_cache_users: int = Field(
+        100_000,
+        ge=0,
+        description="rocksdb:// store: user states kept deserialized in memory between "
+        "flushes (memory:// keeps every state in memory).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Worker log level."
     )

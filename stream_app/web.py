@@ -162,7 +162,7 @@ def register(app: faust.App, deps: Deps) -> None:
             )
         partition = partition_for(user_id.encode(), settings.topic_partitions)
         if owns(app, deps, partition):
-            state = deps.users.get(user_id)
+            state = deps.cache.lookup(user_id) if deps.cache is not None else None
             if state is None:
                 return web.json({"error": "unknown user", "user_id": user_id}, status=404)
             return web.json(user_view(deps, state, partition))

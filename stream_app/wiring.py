@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from stream_app.core.engine import Engine
@@ -12,7 +12,8 @@ from stream_app.settings import Settings
 if TYPE_CHECKING:
     from stream_app.agents.learner import LearnerService
     from stream_app.agents.model_sync import ModelSync, ModelSyncService
-    from stream_app.agents.score import ScoreHandler
+    from stream_app.agents.score import Committer, ScoreHandler
+    from stream_app.agents.user_cache import UserCache
 
 
 @dataclass
@@ -29,6 +30,10 @@ class Topics:
     def by_name(self, name: str) -> Any:
         return getattr(self, name)
 
+    @staticmethod
+    def roles() -> tuple[str, ...]:
+        return tuple(f.name for f in fields(Topics))
+
 
 @dataclass
 class Deps:
@@ -40,6 +45,9 @@ class Deps:
     engine: Engine
     users: Any  # the Faust table "users" (UserState by user_id)
     topics: Topics
+    app: Any = None  # the Faust app these were wired into
+    cache: UserCache | None = None  # write-back cache in front of ``users`` (score agent)
+    committer: Committer | None = None
     score: ScoreHandler | None = None
     score_agent: Any = None
     model: ModelSync | None = None

@@ -7,6 +7,7 @@ broker.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -16,10 +17,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from faust.types import TP
 from kafka.partitioner.default import murmur2
 
 from schemas.events import EventView
 from schemas.outputs import TrainingExample
+from stream_app.agents.user_cache import UserCache
 from stream_app.core.engine import Engine, StepResult
 from stream_app.core.features import UserState
 from stream_app.core.labels import Label
@@ -32,7 +35,7 @@ from stream_app.core.policy import (
 from stream_app.core.timers import PartitionClock
 from stream_app.ingest import Decoder, Rejection, Source, dead_letter
 from stream_app.metrics import Metrics
-from stream_app.wiring import Deps
+from stream_app.wiring import Deps, Topics
 
 log = logging.getLogger(__name__)
 
@@ -110,11 +113,14 @@ class ScoreHandler:
             clock = self.engine.new_clock(self.partitions)
             if clock.guard is not None:
                 clock.guard = self.guards.setdefault(partition, clock.guard)
-            mine = {
-                uid: st
-                for uid, st in store.items()
-                if partition_for(uid.encode(), self.partitions) == partition
-            }
+            if isinstance(store, UserCache):
+                mine = store.users_in(partition)
+            else:
+                mine = {
+                    uid: st
+                    for uid, st in store.items()
+                    if partition_for(uid.encode(), self.partitions) == partition
+                }
             n = self.engine.rebuild(mine, clock)
             log.info("partition %d: rebuilt %d user deadlines from the table", partition, n)
             self.clocks[partition] = clock
@@ -145,6 +151,8 @@ class ScoreHandler:
             return Outcome("rerouted", [Send("clickstream", uid_bytes, raw, expected)])
         if decoded.unknown_fields:  # counted once, where the event is applied
             self.metrics.unknown_fields.inc(len(decoded.unknown_fields))
+        if isinstance(store, UserCache):
+            store.partition = partition  # every user this event touches lives here
         clock = self.clock_for(store, partition)
         result = self.engine.process(store, clock, event, decoded.ts, offset)
         if result.status == "late":
@@ -248,27 +256,117 @@ class ScoreHandler:
         return Outcome("invalid", [Send("dlq", source.key, letter.model_dump_json().encode())])
 
 
+class Committer:
+    """Makes a batch of applied events durable, then acks them.
+
+    Events are applied to the write-back cache (user_cache.py) and their outputs sent at
+    once; their messages stay unacked. ``flush`` writes every dirty user once to the
+    changelog and only then acks the batch's messages, so Faust never commits an offset
+    whose effects are not in the producer ahead of the commit (Faust flushes the producer
+    before it commits). It runs every ``interval`` seconds (a timer, also while the stream
+    is idle, and so during a rebalance, whose ``wait_empty`` waits for these acks) and
+    whenever ``max_events`` wait."""
+
+    def __init__(
+        self,
+        cache: UserCache,
+        send_changelog: Callable[[str, int, bytes | None], Awaitable[Any]],
+        metrics: Metrics,
+        interval: float,
+        max_events: int,
+    ) -> None:
+        self.cache = cache
+        self.send_changelog = send_changelog
+        self.metrics = metrics
+        self.interval = interval
+        self.max_events = max_events
+        self.pending: list[Any] = []  # events applied since the last flush, unacked
+        self.last = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    def due(self) -> bool:
+        return bool(self.pending or self.cache.dirty) and (
+            len(self.pending) >= self.max_events or time.monotonic() - self.last >= self.interval
+        )
+
+    async def flush(self) -> None:
+        async with self._lock:
+            self.last = time.monotonic()
+            events, self.pending = self.pending, []
+            rows = self.cache.take_dirty()
+            for uid, partition, payload in rows:
+                await self.send_changelog(uid, partition, payload)
+            for event in events:
+                event.ack()
+            if rows:
+                self.metrics.state_writes.inc(len(rows))
+            self.metrics.flushes.inc()
+
+
 def sender(deps: Deps) -> Callable[[Send], Awaitable[Any]]:
-    """Send one handler output to the topic of its role."""
+    """Send one handler output to the topic of its role, straight to the producer (the
+    message is in the producer's buffer when this returns; Faust flushes the producer
+    before it commits offsets)."""
+    app, topics = deps.app, deps.topics
+    names = {role: topics.by_name(role).get_topic_name() for role in Topics.roles()}
 
     async def send(out: Send) -> Any:
-        topic = deps.topics.by_name(out.topic)
-        return await topic.send(key=out.key, value=out.value, partition=out.partition)
+        return await app.producer.send(
+            names[out.topic], out.key, out.value, out.partition, None, None
+        )
+
+    return send
+
+
+def changelog_sender(deps: Deps) -> Callable[[str, int, bytes | None], Awaitable[Any]]:
+    """Write one user's state (or a tombstone) to the users table's changelog partition."""
+    app, table = deps.app, deps.users
+    topic = table.changelog_topic.get_topic_name()
+    # Keys encoded as the table encodes them (recovery decodes them with the table's codec).
+    dumps_key, key_type, key_serializer = (
+        app.serializers.dumps_key,
+        table.key_type,
+        table.key_serializer,
+    )
+
+    def store_offsets(tp: TP, offset: int) -> None:  # rocksdb: where recovery resumes
+        table.data.set_persisted_offset(tp, offset)
+
+    def persisted(fut: Any) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            meta = fut.result()
+            store_offsets(TP(meta.topic, meta.partition), meta.offset)
+
+    async def send(user_id: str, partition: int, payload: bytes | None) -> Any:
+        key = dumps_key(key_type, user_id, serializer=key_serializer)
+        fut = await app.producer.send(topic, key, payload, partition, None, None)
+        fut.add_done_callback(persisted)
+        return fut
 
     return send
 
 
 def register(app: faust.App, deps: Deps) -> Any:
     """The score agent on the clickstream topic; returns the Faust agent."""
+    settings = deps.settings
     handler = ScoreHandler(
         deps.engine,
-        Decoder.from_settings(deps.settings),
+        Decoder.from_settings(settings),
         deps.metrics,
-        deps.settings.topic_partitions,
-        deps.settings.topic_clickstream,
-        deps.settings.dlq_payload_bytes,
+        settings.topic_partitions,
+        settings.topic_clickstream,
+        settings.dlq_payload_bytes,
     )
-    metrics, users, send = deps.metrics, deps.users, sender(deps)
+    metrics, send = deps.metrics, sender(deps)
+    cache = deps.cache
+    assert cache is not None, "create_app builds the cache before the agents"
+    committer = Committer(
+        cache,
+        changelog_sender(deps),
+        metrics,
+        settings.state_flush_interval,
+        settings.state_flush_events,
+    )
 
     # concurrency stays 1: >1 can commit offsets past unprocessed messages. Nothing may be
     # awaited before the stream is iterated: awaiting the model sync there left some
@@ -276,11 +374,13 @@ def register(app: faust.App, deps: Deps) -> Any:
     # loads the newest model before Faust starts instead (agents/model_sync.preload).
     @app.agent(deps.topics.clickstream, name="score", concurrency=1)
     async def score(stream: Any) -> None:
-        async for event in stream.events():
+        cache.bind()
+        handle, pending = handler.handle, committer
+        async for event in stream.noack().events():
             msg = event.message
             t0 = time.perf_counter()
             try:
-                outcome = handler.handle(users, msg.partition, msg.offset, msg.key, msg.value)
+                outcome = handle(cache, msg.partition, msg.offset, msg.key, msg.value)
             except Exception:
                 log.exception(
                     "unexpected error topic=%s partition=%s offset=%s",
@@ -291,11 +391,19 @@ def register(app: faust.App, deps: Deps) -> Any:
                 raise
             for out in outcome.sends:
                 await send(out)
+            pending.pending.append(event)
             metrics.process_seconds.observe(time.perf_counter() - t0)
+            if len(pending.pending) >= pending.max_events:
+                await committer.flush()
+
+    @app.timer(interval=max(settings.state_flush_interval / 2, 0.01))  # type: ignore[untyped-decorator]
+    async def flush_state() -> None:
+        if committer.due():
+            await committer.flush()
 
     async def _assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         handler.reset_clocks()
 
     app.on_partitions_assigned.connect(_assigned)
-    deps.score, deps.score_agent = handler, score
+    deps.score, deps.score_agent, deps.committer = handler, score, committer
     return score

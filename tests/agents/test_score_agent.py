@@ -15,6 +15,7 @@ from unittest.mock import patch
 
 import faust
 import pytest
+from faust.transport.drivers.aiokafka import Producer as AIOKafkaProducer
 
 from stream_app.agents.score import partition_for
 from stream_app.app import create_app, wiring
@@ -57,10 +58,22 @@ def app(tmp_path: Path) -> faust.App:
 def sent() -> Iterator[list[tuple[str, bytes | None, bytes, int | None]]]:
     calls: list[tuple[str, bytes | None, bytes, int | None]] = []
 
-    async def record(self: faust.topics.Topic, *args: Any, **kw: Any) -> None:
-        calls.append((self.get_topic_name(), kw.get("key"), kw["value"], kw.get("partition")))
+    async def record(
+        self: Any,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        partition: int | None,
+        timestamp: float | None,
+        headers: Any,
+    ) -> asyncio.Future[None]:
+        if not topic.endswith("-changelog"):
+            calls.append((topic, key, value, partition))
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        return fut
 
-    with patch.object(faust.topics.Topic, "send", new=record):
+    # The score agent hands its sends straight to the producer (agents/score.py sender).
+    with patch.object(AIOKafkaProducer, "send", new=record):
         yield calls
 
 
@@ -147,3 +160,44 @@ def test_a_tombstone_is_its_own_dead_letter_not_invalid_json(
     run(app, [(b"k", None, 0), (b"k2", b"", 0)])  # type: ignore[list-item]
     reasons = [json.loads(v)["reason"] for t, _, v, _ in sent if t == "clickstream.dlq"]
     assert reasons == ["tombstone", "invalid_json"]
+
+
+def test_state_is_written_once_per_user_per_flush_and_acked_only_after(app: faust.App) -> None:
+    """Write-back: three events of one user and one of another make two changelog writes
+    at the flush, and no message is acked before it (agents/score.py Committer)."""
+    writes: list[tuple[str, bytes | None, bytes | None, int | None]] = []
+
+    async def record(self: Any, topic: str, key: Any, value: Any, partition: Any, *a: Any) -> Any:
+        writes.append((topic, key, value, partition))
+        return asyncio.get_running_loop().create_future()
+
+    u, v = user_on(0), user_on(2)
+    msgs = [
+        (u.encode(), event(u, "2026-01-05T12:00:00Z"), 0),
+        (u.encode(), event(u, "2026-01-05T12:01:00Z"), 0),
+        (v.encode(), event(v, "2026-01-05T12:01:30Z"), 2),
+        (u.encode(), event(u, "2026-01-05T12:02:00Z", "purchase", revenue=3.0), 0),
+    ]
+    w = wiring(app)
+    committer = w.committer
+    assert committer is not None
+
+    async def go() -> None:
+        async with w.score_agent.test_context() as agent:
+            for key, value, partition in msgs:
+                await agent.put(key=key, value=value, partition=partition)
+            pending = list(committer.pending)
+            assert len(pending) == 4 and not any(e.message.acked for e in pending)
+            assert [t for t, *_ in writes if t.endswith("-changelog")] == []
+            await committer.flush()
+            assert all(e.message.acked for e in pending) and committer.pending == []
+
+    with patch.object(AIOKafkaProducer, "send", new=record):
+        asyncio.run(go())
+    changelog = [(k, val, p) for t, k, val, p in writes if t.endswith("-changelog")]
+    assert sorted((k, p) for k, _, p in changelog) == sorted(
+        [(json.dumps(u).encode(), 0), (json.dumps(v).encode(), 2)]
+    )
+    state_u = json.loads(next(val for k, val, _ in changelog if k == json.dumps(u).encode()))
+    assert state_u["et"] == 3 and state_u["pt"] == 1  # the state after all three events
+    assert w.metrics.state_writes._value.get() == 2

@@ -1,0 +1,534 @@
+"""`make bench-live`: the live worker against a plain Faust agent and the consume ceiling.
+
+One run, on the same broker and the same pre-loaded topic (N generated events, fixed seed,
+4 partitions, keyed by user_id), each reader from a fresh consumer group and pinned to one
+core (the broker and this driver share the other):
+
+a. the real worker (`stream-app worker`: users table with changelog, at-least-once commits,
+   live learner, policy): from its first applied message until the last event's outputs and
+   the state write-back after it are in Kafka;
+b. the naive Faust agent of bench/live_agents.py (json.loads, a table update, a River
+   prediction per event);
+c. the consume ceiling: aiokafka + json.loads only;
+d. event-to-decision latency p50/p99 of a fresh worker fed by a paced producer at half of
+   (a)'s rate (decision record time minus the event's produce time, both Kafka CreateTime);
+e. the worker's resident memory per tracked user and changelog bytes written per event;
+f. Faust's floor: an agent that only counts messages.
+
+Prints a table and writes bench/results/live.json. A benchmark, not a test: it exits
+non-zero only when a run breaks, never because a figure is low.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from stream_app.agents.score import partition_for  # noqa: E402
+from stream_app.settings import load_settings  # noqa: E402
+
+WORKER_CORE, DRIVER_CORES = "1", "0"
+
+
+def _localkafka() -> Any:
+    spec = importlib.util.spec_from_file_location("localkafka", ROOT / "tools/kafka/localkafka.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["localkafka"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _pin(core: str) -> list[str]:
+    return ["taskset", "-c", core] if shutil.which("taskset") and os.cpu_count() != 1 else []
+
+
+def _pin_pid(pid: int, cores: str) -> None:
+    if shutil.which("taskset"):
+        subprocess.run(["taskset", "-a", "-p", "-c", cores, str(pid)], capture_output=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def log(msg: str) -> None:
+    print(f"[bench-live {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --- data -----------------------------------------------------------------------------
+def make_events(out: Path, n: int, users: int, days: int, seed: int) -> list[bytes]:
+    path = out / f"events-{users}u-{days}d-s{seed}.jsonl"
+    if not path.exists():
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "stream_app.cli",
+                "generate",
+                "--users",
+                str(users),
+                "--days",
+                str(days),
+                "--seed",
+                str(seed),
+                "--malformed",
+                "0",
+                "--duplicates",
+                "0",
+                "--out",
+                str(path),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    lines: list[bytes] = []
+    with path.open("rb") as f:
+        for line in f:
+            if len(lines) == n:
+                break
+            if line.strip():
+                lines.append(line.rstrip(b"\n"))
+    if len(lines) < n:
+        raise SystemExit(f"{path} has only {len(lines)} events; raise --users or --days")
+    return lines
+
+
+def preload(bootstrap: str, topic: str, lines: list[bytes], partitions: int) -> None:
+    from kafka import KafkaProducer
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(topic, partitions, 1)])
+    admin.close()
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=20, batch_size=512 * 1024, acks=1
+    )
+    for raw in lines:
+        producer.send(topic, key=json.loads(raw)["user_id"].encode(), value=raw)
+    producer.flush()
+    producer.close()
+
+
+# --- the worker -----------------------------------------------------------------------
+class Worker:
+    def __init__(self, bootstrap: str, topic: str, tag: str, workdir: Path, **env: str) -> None:
+        self.port = _free_port()
+        self.tag = tag
+        self.topics = {
+            "STREAM_APP_TOPIC_CLICKSTREAM": topic,
+            "STREAM_APP_TOPIC_DLQ": f"{tag}.dlq",
+            "STREAM_APP_TOPIC_TRAINING": f"{tag}.training",
+            "STREAM_APP_TOPIC_MODEL": f"{tag}.model",
+            "STREAM_APP_TOPIC_DECISIONS": f"{tag}.decisions",
+            "STREAM_APP_TOPIC_INTERVENTIONS": f"{tag}.interventions",
+        }
+        self.env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "STREAM_APP_APP_ID": tag,
+            "STREAM_APP_WEB_PORT": str(self.port),
+            "STREAM_APP_DATA_DIR": str(workdir / tag),
+            "STREAM_APP_LOG_LEVEL": "warning",
+            "STREAM_APP_TOPIC_PARTITIONS": "4",
+            # Generated events are history: no event is "from the future" here.
+            "STREAM_APP_MAX_FUTURE_SKEW": "3650d",
+            **self.topics,
+            **env,
+        }
+        self.log = (workdir / f"{tag}.log").open("wb")
+        self.proc = subprocess.Popen(
+            [*_pin(WORKER_CORE), sys.executable, "-m", "stream_app.cli", "worker"],
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def get(self, path: str) -> str | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+                return str(r.read().decode())
+        except OSError:
+            return None
+
+    def metrics(self) -> dict[str, float]:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        out: dict[str, float] = {}
+        for fam in text_string_to_metric_families(self.get("/metrics") or ""):
+            for s in fam.samples:
+                out[s.name] = out.get(s.name, 0.0) + s.value
+        return out
+
+    def handled(self) -> float:
+        m = self.metrics()
+        return (
+            m.get("churn_events_total", 0)
+            + m.get("churn_events_duplicate_total", 0)
+            + m.get("churn_events_invalid_total", 0)
+        )
+
+    def rss_bytes(self) -> int:
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        kib = next(int(x.split()[1]) for x in status.splitlines() if x.startswith("VmRSS"))
+        return kib * 1024
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"worker {self.tag} exited; see {self.log.name}")
+            if self.get("/ready") is not None:
+                return
+            time.sleep(0.2)
+        raise SystemExit(f"worker {self.tag} not ready after {timeout}s")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def topic_records(bootstrap: str, topic: str) -> list[Any]:
+    """Every record of ``topic`` (all partitions, from the start)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    parts = consumer.partitions_for_topic(topic) or set()
+    tps = [TopicPartition(topic, p) for p in parts]
+    if not tps:
+        consumer.close()
+        return []
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    end = consumer.end_offsets(tps)
+    out: list[Any] = []
+    while any(consumer.position(tp) < end[tp] for tp in tps):
+        for recs in consumer.poll(timeout_ms=1000, max_records=50_000).values():
+            out.extend(recs)
+    consumer.close()
+    return out
+
+
+def run_worker(bootstrap: str, topic: str, n: int, users: int, workdir: Path) -> dict[str, Any]:
+    tag = f"bench-w-{uuid.uuid4().hex[:6]}"
+    w = Worker(bootstrap, topic, tag, workdir)
+    try:
+        w.wait_ready()
+        rss0 = w.rss_bytes()
+        # t0: the first poll (every 50 ms) that sees an applied message; 50 ms of
+        # resolution on a run of tens of seconds.
+        while w.handled() == 0:
+            if w.proc.poll() is not None:
+                raise SystemExit(f"worker exited; see {w.log.name}")
+            time.sleep(0.05)
+        t0 = time.time()
+        while w.handled() < n:
+            if w.proc.poll() is not None:
+                raise SystemExit(f"worker exited; see {w.log.name}")
+            time.sleep(1.0)
+        time.sleep(2 * 0.5 + 1)  # let the last write-back flush land
+        rss1 = w.rss_bytes()
+        m = w.metrics()
+    finally:
+        w.stop()
+    changelog = topic_records(bootstrap, f"{tag}-users-changelog")
+    outputs = changelog + topic_records(bootstrap, f"{tag}.decisions")
+    outputs += topic_records(bootstrap, f"{tag}.training")
+    t1 = max(r.timestamp for r in outputs) / 1000.0
+    cl_bytes = sum(len(r.key or b"") + len(r.value or b"") for r in changelog)
+    return {
+        "events": n,
+        "seconds": round(t1 - t0, 3),
+        "events_per_second": round(n / (t1 - t0)),
+        "rss_before_mib": round(rss0 / 2**20, 1),
+        "rss_after_mib": round(rss1 / 2**20, 1),
+        "bytes_per_user": round((rss1 - rss0) / users),
+        "changelog_records": len(changelog),
+        "changelog_bytes_per_event": round(cl_bytes / n, 1),
+        "decisions": int(
+            m.get("churn_interventions_total", 0) + m.get("churn_decisions_suppressed_total", 0)
+        ),
+        "dead_letters": int(m.get("churn_events_invalid_total", 0)),
+    }
+
+
+class Causes:
+    """Which produced event made the worker emit a decision, from the engine's rules:
+    an event-triggered score comes from the user's event at that time; a silence score at
+    deadline d fires on the first event of the partition that moves the watermark past d
+    (stream time - allowed lateness), or on the user's own next event after d, whichever
+    arrives first (engine.py: advance() and process())."""
+
+    def __init__(self, lines: list[bytes], partitions: int, lateness: float) -> None:
+        self.lateness = lateness
+        self.by_key: dict[tuple[str, float], int] = {}
+        self.user_events: dict[str, list[tuple[float, int]]] = {}
+        self.part_max: dict[int, tuple[list[float], list[int]]] = {}
+        self.partitions = partitions
+        for i, raw in enumerate(lines):
+            doc = json.loads(raw)
+            uid, ts = doc["user_id"], _ts(doc["ts"])
+            self.by_key.setdefault((uid, ts), i)
+            self.user_events.setdefault(uid, []).append((ts, i))
+            maxes, idx = self.part_max.setdefault(partition_for(uid.encode(), partitions), ([], []))
+            if not maxes or ts > maxes[-1]:
+                maxes.append(ts)
+                idx.append(i)
+
+    def of(self, decision: dict[str, Any]) -> int | None:
+        uid, ts = decision["user_id"], _ts(decision["ts"])
+        if decision["trigger"] == "event":
+            return self.by_key.get((uid, ts))
+        candidates = []
+        own = self.user_events.get(uid, [])
+        j = bisect.bisect_right(own, (ts, 1 << 60))
+        if j < len(own):
+            candidates.append(own[j][1])
+        maxes, idx = self.part_max.get(partition_for(uid.encode(), self.partitions), ([], []))
+        k = bisect.bisect_right(maxes, ts + self.lateness)
+        if k < len(maxes):
+            candidates.append(idx[k])
+        return min(candidates) if candidates else None
+
+
+def _ts(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def run_latency(
+    bootstrap: str, lines: list[bytes], rate: float, seconds: float, workdir: Path
+) -> dict[str, Any]:
+    """A fresh worker first catches up on the first 40% of the events (so users have
+    history and the policy has something to flag), then the next ones arrive from a paced
+    producer at ``rate`` per second; latency is measured on those."""
+    from kafka import KafkaProducer
+
+    topic = f"bench-lat-{uuid.uuid4().hex[:6]}"
+    warm = int(len(lines) * 0.4)
+    total = min(int(rate * seconds), len(lines) - warm)
+    preload(bootstrap, topic, lines[:warm], 4)
+    tag = f"bench-l-{uuid.uuid4().hex[:6]}"
+    w = Worker(bootstrap, topic, tag, workdir)
+    sent: dict[int, float] = {}  # index in the paced slice -> produce time (ms)
+    try:
+        w.wait_ready()
+        while w.handled() < warm:
+            if w.proc.poll() is not None:
+                raise SystemExit(f"worker exited; see {w.log.name}")
+            time.sleep(0.5)
+        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
+        start = time.perf_counter()
+        for i, raw in enumerate(lines[warm : warm + total]):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            doc = json.loads(raw)
+            fut = producer.send(topic, key=doc["user_id"].encode(), value=raw)
+            fut.add_callback(lambda meta, k=i: sent.__setitem__(k, meta.timestamp))
+        producer.flush()
+        achieved = total / (time.perf_counter() - start)
+        producer.close()
+        while w.handled() < warm + total:
+            if w.proc.poll() is not None:
+                raise SystemExit(f"worker exited; see {w.log.name}")
+            time.sleep(0.5)
+    finally:
+        w.stop()
+    cause = Causes(lines[warm : warm + total], 4, load_settings().allowed_lateness)
+    lat: list[float] = []
+    for rec in topic_records(bootstrap, f"{tag}.decisions"):
+        i = cause.of(json.loads(rec.value))
+        if i is not None and i in sent:
+            lat.append(rec.timestamp - sent[i])
+    if len(lat) < 20:
+        raise SystemExit(f"only {len(lat)} decisions matched their events: no latency figure")
+    lat.sort()
+    return {
+        "rate_target": round(rate),
+        "rate_achieved": round(achieved),
+        "events": total,
+        "samples": len(lat),
+        "p50_ms": round(statistics.median(lat), 1),
+        "p99_ms": round(lat[min(len(lat) - 1, int(0.99 * len(lat)))], 1),
+        "max_ms": round(lat[-1], 1),
+    }
+
+
+def run_agent(kind: str, bootstrap: str, topic: str, n: int, workdir: Path) -> dict[str, Any]:
+    out = workdir / f"{kind}-{uuid.uuid4().hex[:6]}.json"
+    proc = subprocess.run(
+        [
+            *_pin(WORKER_CORE),
+            sys.executable,
+            str(ROOT / "bench" / "live_agents.py"),
+            kind,
+            "--bootstrap",
+            bootstrap,
+            "--topic",
+            topic,
+            "--n",
+            str(n),
+            "--datadir",
+            str(workdir / "agents"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    if not out.exists():
+        raise SystemExit(f"{kind} run broke:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=500_000)
+    parser.add_argument("--users", type=int, default=4000)
+    parser.add_argument("--days", type=int, default=180)
+    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--runs", type=int, default=1, help="repeat (a), (b), (c), (f): medians")
+    parser.add_argument("--latency-seconds", type=float, default=30.0)
+    parser.add_argument("--only", default="a,b,c,d,f", help="comma list of parts to run")
+    parser.add_argument("--workdir", type=Path, default=ROOT / "out" / "bench-live")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "live.json")
+    args = parser.parse_args()
+    parts = set(args.only.split(","))
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    os.chdir(ROOT)
+
+    cluster = None
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not bootstrap:
+        lk = _localkafka()
+        lk.fetch()
+        cluster = lk.start(args.workdir / f"kafka-{uuid.uuid4().hex[:6]}", brokers=1)
+        bootstrap = cluster.bootstrap
+        for node in cluster.nodes:
+            _pin_pid(node.process.pid, DRIVER_CORES)
+        log(f"local broker at {bootstrap} (pinned to core {DRIVER_CORES})")
+    _pin_pid(os.getpid(), DRIVER_CORES)
+    try:
+        log(f"generating {args.events} events ({args.users} users, seed {args.seed})")
+        lines = make_events(args.workdir, args.events, args.users, args.days, args.seed)
+        users = len({json.loads(raw)["user_id"] for raw in lines})
+        topic = f"bench-in-{uuid.uuid4().hex[:6]}"
+        t = time.perf_counter()
+        preload(bootstrap, topic, lines, args.partitions)
+        log(f"pre-loaded {len(lines)} events into {topic} in {time.perf_counter() - t:.1f}s")
+
+        runs: dict[str, list[dict[str, Any]]] = {}
+        for i in range(args.runs):
+            for kind in ("ceiling", "floor", "naive", "worker"):
+                letter = {"worker": "a", "naive": "b", "ceiling": "c", "floor": "f"}[kind]
+                if letter not in parts:
+                    continue
+                log(f"run {i + 1}/{args.runs}: {kind}")
+                if kind == "worker":
+                    res = run_worker(bootstrap, topic, args.events, users, args.workdir)
+                else:
+                    res = run_agent(kind, bootstrap, topic, args.events, args.workdir)
+                log(f"  {kind}: {res['events_per_second']} events/s")
+                runs.setdefault(kind, []).append(res)
+
+        def med(kind: str, key: str = "events_per_second") -> float | None:
+            vals = [r[key] for r in runs.get(kind, [])]
+            return statistics.median(vals) if vals else None
+
+        worker_eps = med("worker")
+        latency = None
+        if "d" in parts:
+            rate = (worker_eps or 10_000) / 2
+            log(f"latency at {rate:.0f} events/s for {args.latency_seconds:.0f}s")
+            latency = run_latency(bootstrap, lines, rate, args.latency_seconds, args.workdir)
+
+        def ratio(a: float | None, b: float | None) -> float | None:
+            return round(a / b, 3) if a and b else None
+
+        naive, floor, ceiling = med("naive"), med("floor"), med("ceiling")
+        result = {
+            "worker_events_per_second": worker_eps,
+            "naive_agent_events_per_second": naive,
+            "consume_ceiling_events_per_second": ceiling,
+            "faust_floor_events_per_second": floor,
+            "latency_p50_ms": latency and latency["p50_ms"],
+            "latency_p99_ms": latency and latency["p99_ms"],
+            "bytes_per_user": med("worker", "bytes_per_user"),
+            "changelog_bytes_per_event": med("worker", "changelog_bytes_per_event"),
+            "worker_vs_naive": ratio(worker_eps, naive),
+            "worker_vs_faust_floor": ratio(worker_eps, floor),
+            "worker_vs_ceiling": ratio(worker_eps, ceiling),
+            "latency": latency,
+            "runs": runs,
+            "setup": {
+                "events": args.events,
+                "users": users,
+                "partitions": args.partitions,
+                "seed": args.seed,
+                "worker_core": WORKER_CORE,
+                "broker_and_driver_cores": DRIVER_CORES,
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "machine": platform.platform(),
+                "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        rows = [
+            ("(a) worker", worker_eps),
+            ("(b) naive Faust agent", naive),
+            ("(c) consume ceiling (aiokafka + json)", ceiling),
+            ("(f) Faust floor (count only)", floor),
+        ]
+        print(f"\nlive: {args.events} events, {users} users, {args.partitions} partitions")
+        for name, v in rows:
+            print(f"  {name:<40} {v if v is not None else '-':>10} events/s")
+        if latency:
+            print(
+                f"  (d) latency at {latency['rate_achieved']}/s      "
+                f"p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms "
+                f"({latency['samples']} decisions)"
+            )
+        print(
+            f"  (e) bytes per user {result['bytes_per_user']}, changelog bytes per event "
+            f"{result['changelog_bytes_per_event']}"
+        )
+        for k in ("worker_vs_naive", "worker_vs_faust_floor", "worker_vs_ceiling"):
+            print(f"  {k:<40} {result[k]}")
+        print(f"written to {args.out}")
+        return 0
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

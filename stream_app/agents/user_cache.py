@@ -1,0 +1,217 @@
+"""A write-back cache in front of the users table (what Kafka Streams' record cache does).
+
+The engine reads and writes user states through :class:`UserCache`, a ``MutableMapping``.
+A write only marks the user dirty. :meth:`UserCache.flush` then writes each dirty user once
+to the table's store and to its changelog topic, however many events changed it since the
+last flush. Before this, every event wrote the user's whole state (about 1.5 KB of JSON) to
+the changelog: that write, not the model, was most of a worker's cost per event.
+
+Durability is kept by the score agent (agents/score.py): it acks a message only after the
+flush that made its effects durable has queued the changelog writes, and Faust flushes the
+producer before it commits offsets. A crash loses at most the work since the last flush,
+and that work is redone from the uncommitted offsets.
+
+Two backends, chosen by the table's store URL:
+
+- memory:// — the store's dict holds the live ``UserState`` objects; the cache adds only
+  the dirty set (and keeps faust's key -> partition index up to date, so a revoked
+  partition's users are dropped from memory after the next recovery).
+- rocksdb:// — states live serialized in one RocksDB per partition. The cache keeps the
+  objects used since the last flush (at least ``capacity`` of them) and writes dirty ones
+  to the partition's database on flush, so resident memory does not grow with users.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, MutableMapping
+from typing import Any
+
+from stream_app.core.features import UserState
+
+log = logging.getLogger(__name__)
+
+Encode = Callable[[UserState], bytes]
+Decode = Callable[[bytes], UserState]
+
+
+class UserCache(MutableMapping[str, UserState]):
+    """Dirty tracking and write-back for the users table.
+
+    ``partition`` must be set to the partition whose event is being applied before the
+    engine runs (every user an event touches lives on that event's partition)."""
+
+    def __init__(
+        self,
+        table: Any,
+        encode: Encode,
+        decode: Decode,
+        partition_of: Callable[[str], int],
+        capacity: int = 100_000,
+    ) -> None:
+        self.table = table
+        self.encode = encode
+        self.decode = decode
+        self.partition_of = partition_of
+        self.capacity = capacity
+        self.partition = 0
+        self.dirty: dict[str, int] = {}  # user_id -> partition, in first-write order
+        self._store: Any = None
+        self._rocks = False
+        self._live: dict[str, UserState] = {}
+
+    # --- backend ------------------------------------------------------------------------
+    def bind(self) -> None:
+        """Attach to the table's store (created when the app starts, not with the table)."""
+        store = self.table.data
+        if store is self._store:
+            return
+        self._store = store
+        self._rocks = hasattr(store, "_db_for_partition")
+        # memory://: the store's own dict is the set of live objects.
+        self._live = {} if self._rocks else store.data
+
+    @property
+    def rocks(self) -> bool:
+        self.bind()
+        return self._rocks
+
+    def _key(self, user_id: str) -> bytes:
+        return bytes(self._store._encode_key(user_id))
+
+    def _load(self, user_id: str, partition: int) -> UserState | None:
+        raw = self._store._db_for_partition(partition).get(self._key(user_id))
+        return None if raw is None else self.decode(raw)
+
+    # --- mapping ------------------------------------------------------------------------
+    def __getitem__(self, user_id: str) -> UserState:
+        state: UserState | None = self.get(user_id)
+        if state is None:
+            raise KeyError(user_id)
+        return state
+
+    def get(self, user_id: str, default: Any = None) -> Any:  # hot path: no bind() call
+        state = self._live.get(user_id)
+        if state is not None or not self._rocks:
+            return default if state is None else state
+        state = self._load(user_id, self.partition)
+        if state is None:
+            return default
+        self._live[user_id] = state
+        return state
+
+    def __setitem__(self, user_id: str, state: UserState) -> None:
+        self._live[user_id] = state
+        if user_id not in self.dirty:
+            self.dirty[user_id] = self.partition
+
+    def __delitem__(self, user_id: str) -> None:
+        self.erase(user_id)
+
+    def __iter__(self) -> Iterator[str]:
+        self.bind()
+        if not self._rocks:
+            return iter(list(self._live))
+        seen: set[str] = set(self._live)
+        keys = list(self._live)
+        for partition in list(self._store._dbs):
+            for state in self._partition_states(partition):
+                if state.user_id not in seen:
+                    seen.add(state.user_id)
+                    keys.append(state.user_id)
+        return iter(keys)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def lookup(self, user_id: str) -> UserState | None:
+        """A user's current state from any partition this worker holds (HTTP views)."""
+        self.bind()
+        state = self._live.get(user_id)
+        if state is not None or not self._rocks:
+            return state
+        partition = self.partition_of(user_id)
+        if partition not in self._store._dbs:
+            return None
+        return self._load(user_id, partition)
+
+    # --- partitions ---------------------------------------------------------------------
+    def _partition_states(self, partition: int) -> Iterator[UserState]:
+        db = self._store._dbs.get(partition)
+        if db is None:
+            return
+        for _key, raw in db.items():
+            if raw is not None:
+                yield self.decode(raw)
+
+    def users_in(self, partition: int) -> dict[str, UserState]:
+        """Every user of ``partition`` this worker holds, with unflushed changes."""
+        self.bind()
+        out: dict[str, UserState] = {}
+        if self._rocks:
+            for state in self._partition_states(partition):
+                out[state.user_id] = state
+            for uid, state in self._live.items():
+                if self.partition_of(uid) == partition:
+                    out[uid] = state
+            return out
+        index = self._store._key_partition
+        for uid, state in self._live.items():
+            p = index.get(uid)
+            if p is None:
+                p = self.dirty.get(uid)
+            if p is None:
+                p = self.partition_of(uid)
+            if p == partition:
+                out[uid] = state
+        return out
+
+    # --- write-back ---------------------------------------------------------------------
+    def take_dirty(self) -> list[tuple[str, int, bytes | None]]:
+        """Encode every dirty user once, write them to the store, and clear the dirty set:
+        (user_id, partition, changelog value) for the caller to send. Synchronous, so no
+        event is applied between reading a state and encoding it."""
+        self.bind()
+        if not self.dirty:
+            return []
+        dirty, self.dirty = self.dirty, {}
+        out: list[tuple[str, int, bytes | None]] = []
+        live = self._live
+        if self._rocks:
+            batches: dict[int, list[tuple[bytes, bytes | None]]] = {}
+            for uid, partition in dirty.items():
+                state = live.get(uid)
+                payload = None if state is None else self.encode(state)
+                batches.setdefault(partition, []).append((self._key(uid), payload))
+                out.append((uid, partition, payload))
+            for partition, rows in batches.items():
+                db = self._store._db_for_partition(partition)
+                for key, payload in rows:
+                    if payload is None:
+                        db.delete(key)
+                    else:
+                        db.put(key, payload)
+                    self._store._key_index[key] = partition
+            if len(live) > self.capacity:
+                live.clear()  # every object is clean now: reads come back from RocksDB
+        else:
+            index = self._store._key_partition
+            for uid, partition in dirty.items():
+                state = live.get(uid)
+                out.append((uid, partition, None if state is None else self.encode(state)))
+                if state is None:
+                    index.pop(uid, None)
+                else:
+                    index[uid] = partition
+        return out
+
+    def erase(self, user_id: str) -> bool:
+        """Forget a user (GDPR erasure); the next flush writes a tombstone. True when the
+        user was known."""
+        self.bind()
+        partition = self.partition_of(user_id)
+        known = self._live.pop(user_id, None) is not None
+        if not known and self._rocks and partition in self._store._dbs:
+            known = self._load(user_id, partition) is not None
+        self.dirty[user_id] = partition
+        return known
