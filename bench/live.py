@@ -192,6 +192,11 @@ class Worker:
         kib = next(int(x.split()[1]) for x in status.splitlines() if x.startswith("VmRSS"))
         return kib * 1024
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the worker process so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def wait_ready(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -233,12 +238,35 @@ def topic_records(bootstrap: str, topic: str) -> list[Any]:
     return out
 
 
-def run_worker(bootstrap: str, topic: str, n: int, users: int, workdir: Path) -> dict[str, Any]:
+def run_worker(
+    bootstrap: str, topic: str, n: int, users: int, workdir: Path, profile: Path | None = None
+) -> dict[str, Any]:
     tag = f"bench-w-{uuid.uuid4().hex[:6]}"
     w = Worker(bootstrap, topic, tag, workdir)
+    spy = None
     try:
         w.wait_ready()
         rss0 = w.rss_bytes()
+        if profile is not None:  # py-spy samples the worker from outside (core 0)
+            profile.mkdir(parents=True, exist_ok=True)
+            spy = subprocess.Popen(
+                [
+                    *_pin(DRIVER_CORES),
+                    "py-spy",
+                    "record",
+                    "-p",
+                    str(w.proc.pid),
+                    "-r",
+                    "250",
+                    "--format",
+                    "raw",
+                    "-o",
+                    str(profile / f"{tag}.txt"),
+                    "--nonblocking",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         # t0: the first poll (every 50 ms) that sees an applied message; 50 ms of
         # resolution on a run of tens of seconds.
         while w.handled() == 0:
@@ -246,10 +274,16 @@ def run_worker(bootstrap: str, topic: str, n: int, users: int, workdir: Path) ->
                 raise SystemExit(f"worker exited; see {w.log.name}")
             time.sleep(0.05)
         t0 = time.time()
+        cpu0 = w.cpu_seconds()
         while w.handled() < n:
             if w.proc.poll() is not None:
                 raise SystemExit(f"worker exited; see {w.log.name}")
             time.sleep(1.0)
+        cpu1 = w.cpu_seconds()
+        busy = (cpu1 - cpu0) / (time.time() - t0)
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait(60)
         time.sleep(2 * 0.5 + 1)  # let the last write-back flush land
         rss1 = w.rss_bytes()
         m = w.metrics()
@@ -264,6 +298,7 @@ def run_worker(bootstrap: str, topic: str, n: int, users: int, workdir: Path) ->
         "events": n,
         "seconds": round(t1 - t0, 3),
         "events_per_second": round(n / (t1 - t0)),
+        "worker_cpu_share": round(busy, 3),
         "rss_before_mib": round(rss0 / 2**20, 1),
         "rss_after_mib": round(rss1 / 2**20, 1),
         "bytes_per_user": round((rss1 - rss0) / users),
@@ -417,6 +452,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=1, help="repeat (a), (b), (c), (f): medians")
     parser.add_argument("--latency-seconds", type=float, default=30.0)
     parser.add_argument("--only", default="a,b,c,d,f", help="comma list of parts to run")
+    parser.add_argument("--profile", type=Path, help="py-spy the worker; stacks go here")
     parser.add_argument("--workdir", type=Path, default=ROOT / "out" / "bench-live")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "live.json")
     args = parser.parse_args()
@@ -452,7 +488,9 @@ def main() -> int:
                     continue
                 log(f"run {i + 1}/{args.runs}: {kind}")
                 if kind == "worker":
-                    res = run_worker(bootstrap, topic, args.events, users, args.workdir)
+                    res = run_worker(
+                        bootstrap, topic, args.events, users, args.workdir, args.profile
+                    )
                 else:
                     res = run_agent(kind, bootstrap, topic, args.events, args.workdir)
                 log(f"  {kind}: {res['events_per_second']} events/s")

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import faust
+import msgspec
 from faust.serializers import codecs
 
 from stream_app import faust_fixes, web
@@ -24,12 +25,15 @@ class UserStateCodec(codecs.Codec):
     """Table values as JSON (never pickle): the changelog is readable and safe to load."""
 
     def _dumps(self, obj: Any) -> bytes:
-        return json.dumps(obj.to_dict(), separators=(",", ":")).encode()
+        # msgspec writes the same compact JSON as json.dumps, about 4x faster (this runs
+        # once per changed user per write-back flush).
+        return _encode_json(obj.to_dict())
 
     def _loads(self, s: bytes) -> Any:
         return UserState.from_dict(json.loads(s))
 
 
+_encode_json = msgspec.json.Encoder().encode
 codecs.register("userstate", UserStateCodec())
 
 
@@ -46,6 +50,15 @@ class ChurnApp(faust.App):
     """A Faust app that carries what create_app wired (``app.deps``)."""
 
     deps: Deps
+
+    def on_init_dependencies(self) -> Any:
+        services = super().on_init_dependencies()
+        # Faust's Monitor sensor keeps per-message statistics (for its own /stats view,
+        # which is not served) at a few microseconds per message, on every message of
+        # every stream. The worker exports its own Prometheus metrics: take it out of the
+        # sensor chain (app.monitor still exists for code that calls it directly).
+        self.sensors.remove(self.monitor)
+        return services
 
     async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
         """Faust waits here, on a rebalance and on shutdown, until every message a stream

@@ -102,6 +102,10 @@ class ScoreHandler:
         # Policy budget and breaker per partition: kept when clocks are rebuilt, so a
         # rebalance in this process does not refill a spent budget.
         self.guards: dict[int, PartitionGuard] = {}
+        self._partition_of: dict[bytes, int] = {}
+        self._gauges: dict[int, tuple[Any, Any, Any]] = {}
+        self._events_by_type: dict[str, Any] = {}
+        self._scores_by_trigger: dict[str, Any] = {}
 
     def reset_clocks(self) -> None:
         """Partitions were reassigned: derived timer state is rebuilt lazily per partition."""
@@ -135,16 +139,20 @@ class ScoreHandler:
         value: bytes | None,
     ) -> Outcome:
         raw = value or b""
-        source = Source(self.topic, partition, offset, key)
         if value is None:
-            return self._reject(raw, TOMBSTONE, source, None)
+            return self._reject(raw, TOMBSTONE, self._source(partition, offset, key), None)
         decoded = self.decoder.decode(raw)
         if decoded.rejection is not None:
+            source = self._source(partition, offset, key)
             return self._reject(raw, decoded.rejection, source, None)
         event = decoded.event
         assert event is not None
         uid_bytes = event.user_id.encode()
-        expected = partition_for(uid_bytes, self.partitions)
+        expected = self._partition_of.get(uid_bytes)
+        if expected is None:  # murmur2 in pure Python: once per user, not per event
+            if len(self._partition_of) > 1_000_000:
+                self._partition_of.clear()
+            expected = self._partition_of[uid_bytes] = partition_for(uid_bytes, self.partitions)
         if key != uid_bytes or partition != expected:
             # Never apply a user's event on another partition's state: forward it.
             self.metrics.rerouted.inc()
@@ -164,13 +172,18 @@ class ScoreHandler:
                     "event time is older than the partition watermark "
                     f"(stream time - {self.engine.config.allowed_lateness:.0f}s)",
                 ),
-                source,
+                self._source(partition, offset, key),
                 event,
             )
         if result.status == "duplicate":
             self.metrics.duplicates.inc()
             return Outcome("duplicate")
-        self.metrics.events.labels(event.event_type).inc()
+        counter = self._events_by_type.get(event.event_type)
+        if counter is None:
+            counter = self._events_by_type[event.event_type] = self.metrics.events.labels(
+                event.event_type
+            )
+        counter.inc()
         timers = self.engine.advance(store, clock)
         if timers is not None:
             result.extend(timers)
@@ -213,14 +226,28 @@ class ScoreHandler:
             change.reason,
         )
 
+    def _source(self, partition: int, offset: int, key: bytes | None) -> Source:
+        return Source(self.topic, partition, offset, key)
+
     def _observe(self, partition: int, clock: PartitionClock, result: StepResult) -> None:
         m = self.metrics
-        part = str(partition)
-        m.stream_time.labels(part).set(clock.stream_time)
-        m.watermark_lag.labels(part).set(self.wall_clock() - clock.stream_time)
-        m.timers.labels(part).set(len(clock))
+        gauges = self._gauges.get(partition)
+        if gauges is None:  # labelled children looked up once, not per event
+            part = str(partition)
+            gauges = self._gauges[partition] = (
+                m.stream_time.labels(part),
+                m.watermark_lag.labels(part),
+                m.timers.labels(part),
+            )
+        stream_time = clock.stream_time
+        gauges[0].set(stream_time)
+        gauges[1].set(self.wall_clock() - stream_time)
+        gauges[2].set(len(clock))
         for s in result.scores:
-            m.scores.labels(s.trigger).inc()
+            scores = self._scores_by_trigger.get(s.trigger)
+            if scores is None:
+                scores = self._scores_by_trigger[s.trigger] = m.scores.labels(s.trigger)
+            scores.inc()
             m.risk.observe(s.p)
         for lab in result.labels:
             m.labels.labels(str(lab.label)).inc()

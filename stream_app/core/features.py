@@ -138,7 +138,7 @@ class Pending:
     __slots__ = (
         "scored_at",
         "p",
-        "features",
+        "packed",
         "group",
         "model_version",
         "label",
@@ -150,29 +150,36 @@ class Pending:
         self,
         scored_at: float,
         p: float,
-        features: array[float],
+        features: Sequence[float] | bytes,
         group: str,
         model_version: int,
         label: int | None = None,
         resolved_at: float | None = None,
         train: bool = True,
     ) -> None:
+        """``features`` as a vector, or already packed (bytes of :func:`sparse_pack`)."""
         self.scored_at = scored_at
         self.p = p
-        self.features = features
+        # Kept packed (sparse_pack): a user holds several open snapshots, most features
+        # are zero, and the vector is only read back when the snapshot is labelled.
+        self.packed = features if isinstance(features, bytes) else sparse_pack(features)
         self.group = group  # "none", or the policy's "treatment" / "holdout" at scored_at
         self.model_version = model_version
         self.label = label
         self.resolved_at = resolved_at
         self.train = train  # False: judged, not learned from (LabelBook.max_per_silence)
 
+    @property
+    def features(self) -> array[float]:
+        return sparse_unpack(self.packed)
+
     def to_list(self) -> list[Any]:
         """The changelog form: a positional JSON list, as written since 0.1 (``train``
-        appended in 0.3)."""
+        appended in 0.3; features sparse-packed, "~" + base64, since 0.4)."""
         return [
             self.scored_at,
             self.p,
-            _pack(self.features),
+            "~" + base64.b64encode(self.packed).decode(),
             self.group,
             self.model_version,
             self.label,
@@ -186,10 +193,17 @@ class Pending:
         train = bool(row[7]) if len(row) > 7 else True  # 0.2 learned from every snapshot
         if isinstance(group, bool):  # 0.2 stored a "treated" flag here
             group = "treatment" if group else "none"
+        text = str(features)
+        packed = (
+            base64.b64decode(text[1:], validate=True)
+            if text.startswith("~")
+            else sparse_pack(_unpack(text))  # dense, as written before 0.4
+        )
+        sparse_unpack(packed)  # validate now, not when the snapshot is labelled
         return cls(
             float(scored_at),
             float(p),
-            _unpack(features),
+            packed,
             str(group),
             int(version),
             None if label is None else int(label),
@@ -458,6 +472,43 @@ def _pack(values: Sequence[float]) -> str:
     if sys.byteorder != "little":
         vec.byteswap()
     return base64.b64encode(vec.tobytes()).decode()
+
+
+def sparse_pack(values: Sequence[float]) -> bytes:
+    """A float64 vector, exactly, in few bytes when most entries are zero: a 2-byte
+    length, a bitmap of the non-zero entries, then those entries (little-endian)."""
+    n = len(values)
+    bitmap = bytearray((n + 7) // 8)
+    nonzero = array("d")
+    for i, v in enumerate(values):
+        if v != 0.0 or math.copysign(1.0, v) < 0:  # -0.0 kept: exact round trip
+            bitmap[i >> 3] |= 1 << (i & 7)
+            nonzero.append(v)
+    if sys.byteorder != "little":
+        nonzero.byteswap()
+    return n.to_bytes(2, "little") + bytes(bitmap) + nonzero.tobytes()
+
+
+def sparse_unpack(packed: bytes) -> array[float]:
+    if len(packed) < 2:
+        raise ValueError("packed vector: too short")
+    n = int.from_bytes(packed[:2], "little")
+    nb = (n + 7) // 8
+    bitmap = packed[2 : 2 + nb]
+    nonzero = array("d", packed[2 + nb :])
+    if sys.byteorder != "little":
+        nonzero.byteswap()
+    out = array("d", bytes(8 * n))
+    j = 0
+    for i in range(n):
+        if bitmap[i >> 3] >> (i & 7) & 1:
+            if j >= len(nonzero):
+                raise ValueError("packed vector: fewer values than its bitmap says")
+            out[i] = nonzero[j]
+            j += 1
+    if j != len(nonzero) or len(bitmap) != nb:
+        raise ValueError("packed vector: length does not match its bitmap")
+    return out
 
 
 def _unpack(text: str) -> array[float]:

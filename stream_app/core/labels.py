@@ -155,7 +155,8 @@ class LabelBook:
         return out
 
     def _label(self, user_id: str, snap: Pending, resolved_at: float, label: int) -> Label:
-        features = dict(zip(self.names, snap.features, strict=True))
+        vector = snap.features  # unpacked once
+        features = dict(zip(self.names, vector, strict=True))
         return Label(
             user_id,
             snap.scored_at,
@@ -165,6 +166,6 @@ class LabelBook:
             features,
             snap.group,
             snap.model_version,
-            snap.features,
+            vector,
             snap.train,
         )
