@@ -229,20 +229,26 @@ class ScoreHandler:
     def _source(self, partition: int, offset: int, key: bytes | None) -> Source:
         return Source(self.topic, partition, offset, key)
 
+    def publish_gauges(self) -> None:
+        """Per-partition gauges (stream time, event lag, deadlines), set at each write-back
+        flush rather than per event."""
+        m = self.metrics
+        now = self.wall_clock()
+        for partition, clock in list(self.clocks.items()):
+            gauges = self._gauges.get(partition)
+            if gauges is None:  # labelled children looked up once
+                part = str(partition)
+                gauges = self._gauges[partition] = (
+                    m.stream_time.labels(part),
+                    m.watermark_lag.labels(part),
+                    m.timers.labels(part),
+                )
+            gauges[0].set(clock.stream_time)
+            gauges[1].set(now - clock.stream_time)
+            gauges[2].set(len(clock))
+
     def _observe(self, partition: int, clock: PartitionClock, result: StepResult) -> None:
         m = self.metrics
-        gauges = self._gauges.get(partition)
-        if gauges is None:  # labelled children looked up once, not per event
-            part = str(partition)
-            gauges = self._gauges[partition] = (
-                m.stream_time.labels(part),
-                m.watermark_lag.labels(part),
-                m.timers.labels(part),
-            )
-        stream_time = clock.stream_time
-        gauges[0].set(stream_time)
-        gauges[1].set(self.wall_clock() - stream_time)
-        gauges[2].set(len(clock))
         for s in result.scores:
             scores = self._scores_by_trigger.get(s.trigger)
             if scores is None:
@@ -301,7 +307,9 @@ class Committer:
         metrics: Metrics,
         interval: float,
         max_events: int,
+        after_flush: Callable[[], None] = lambda: None,
     ) -> None:
+        self.after_flush = after_flush
         self.cache = cache
         self.send_changelog = send_changelog
         self.metrics = metrics
@@ -328,6 +336,7 @@ class Committer:
             if rows:
                 self.metrics.state_writes.inc(len(rows))
             self.metrics.flushes.inc()
+            self.after_flush()
 
 
 def sender(deps: Deps) -> Callable[[Send], Awaitable[Any]]:
@@ -393,6 +402,7 @@ def register(app: faust.App, deps: Deps) -> Any:
         metrics,
         settings.state_flush_interval,
         settings.state_flush_events,
+        after_flush=handler.publish_gauges,
     )
 
     # concurrency stays 1: >1 can commit offsets past unprocessed messages. Nothing may be
