@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from schemas.erasure import ErasureAudit, ErasureRequest
 from schemas.events import EVENT_ADAPTER
 from schemas.outputs import DeadLetter, Decision, Intervention, ModelSnapshot, TrainingExample
 
@@ -19,6 +20,8 @@ _OUTPUTS: dict[str, type] = {
     "model_snapshot": ModelSnapshot,
     "decision": Decision,
     "intervention": Intervention,
+    "erasure_request": ErasureRequest,
+    "erasure_audit": ErasureAudit,
 }
 
 

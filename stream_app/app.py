@@ -126,6 +126,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> ChurnApp:
         model=raw_topic(settings.topic_model, 1, compacting=True),
         decisions=raw_topic(settings.topic_decisions, settings.topic_partitions),
         interventions=raw_topic(settings.topic_interventions, settings.topic_partitions),
+        erasure=raw_topic(settings.topic_erasure, settings.topic_partitions),
+        erasure_audit=raw_topic(settings.topic_erasure_audit, settings.topic_partitions),
     )
     users: Any = app.tables.add(
         UserTable(

@@ -117,6 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     command("config", "print the effective settings as JSON (secrets masked)")
 
     p = command(
+        "erase",
+        "ask the workers to forget users (right to erasure): sends one request per user to "
+        "STREAM_APP_TOPIC_ERASURE, keyed by user_id; each worker that held a user publishes "
+        "an audit record to STREAM_APP_TOPIC_ERASURE_AUDIT (docs/privacy.md)",
+    )
+    p.add_argument("user_ids", nargs="+", metavar="USER_ID", help="users to forget")
+    p.add_argument("--requested-by", help="who asked (a ticket id, a tool): kept in the audit")
+
+    p = command(
         "generate", "write synthetic clickstream traffic with ground truth (<out>.truth.jsonl)"
     )
     p.add_argument("--users", type=int, default=1000, help="number of users")
@@ -187,6 +196,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         ) as producer:
             stats = replay(args.file, producer, args.rate, skip_invalid=not args.send_invalid)
         print(json.dumps(stats))
+        return 0
+    if args.command == "erase":
+        from stream_app.erasure import send_erasures
+        from stream_app.settings import load_settings
+
+        for line in send_erasures(load_settings(), args.user_ids, args.requested_by):
+            print(line)
         return 0
     if args.command == "config":
         from stream_app.settings import load_settings

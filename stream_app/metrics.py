@@ -172,6 +172,12 @@ class Metrics:
             registry=r,
         )
 
+        self.erasures = Counter(
+            "churn_erasures",
+            "Erasure requests carried out, by whether this worker held state for the user.",
+            ["state"],
+            registry=r,
+        )
         self.state_writes = Counter(
             "churn_state_writes",
             "User states written to the users table's changelog (once per user per flush).",

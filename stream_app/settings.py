@@ -102,6 +102,15 @@ class Settings(BaseSettings):
         "retention.interventions",
         description="Interventions for the CRM (treatment only), key = user_id.",
     )
+    topic_erasure: str = Field(
+        "user.erasure",
+        description="Erasure requests (schemas/erasure.py), key = user_id, partitioned like "
+        "the clickstream.",
+    )
+    topic_erasure_audit: str = Field(
+        "user.erasure.audit",
+        description="One audit record per erasure carried out, key = user_id.",
+    )
     store: str = Field(
         "memory://",
         description="Faust table store URL. memory:// rebuilds tables from their changelog "

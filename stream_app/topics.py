@@ -29,6 +29,8 @@ def topic_specs(settings: Settings) -> dict[str, int]:
         settings.topic_model: 1,
         settings.topic_decisions: n,
         settings.topic_interventions: n,
+        settings.topic_erasure: n,
+        settings.topic_erasure_audit: n,
     }
 
 

@@ -26,6 +26,8 @@ class Topics:
     model: Any
     decisions: Any
     interventions: Any
+    erasure: Any
+    erasure_audit: Any
 
     def by_name(self, name: str) -> Any:
         return getattr(self, name)

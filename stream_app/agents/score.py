@@ -19,9 +19,11 @@ from typing import Any
 import faust
 from faust.types import TP
 from kafka.partitioner.default import murmur2
+from pydantic import ValidationError
 
+from schemas.erasure import ERASED, NOT_ERASED, ErasureAudit, ErasureRequest
 from schemas.events import EventView
-from schemas.outputs import TrainingExample
+from schemas.outputs import DeadLetterReason, TrainingExample
 from stream_app.agents.user_cache import UserCache
 from stream_app.core.engine import Engine, StepResult
 from stream_app.core.features import UserState
@@ -198,6 +200,63 @@ class ScoreHandler:
             self._breaker(partition, clock.guard)
         return Outcome("applied", sends)
 
+    def erase(
+        self,
+        store: MutableMapping[str, UserState],
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        topic: str,
+    ) -> Outcome:
+        """An erasure request (schemas/erasure.py) from ``topic``: forget the user's state
+        (open training examples, timers and policy state live in it) and return the audit
+        record to publish once the tombstone is written. Bad requests are dead letters."""
+        source = Source(topic, partition, offset, key)
+        raw = value or b""
+        if value is None:
+            return self._reject(raw, TOMBSTONE, source, None)
+        if len(raw) > self.decoder.max_bytes:
+            detail = f"{len(raw)} bytes > {self.decoder.max_bytes}"
+            return self._reject(raw, Rejection("too_large", None, detail), source, None)
+        try:
+            request = ErasureRequest.model_validate_json(raw)
+        except ValidationError as exc:
+            return self._reject(raw, erasure_rejection(exc), source, None)
+        uid_bytes = request.user_id.encode()
+        expected = partition_for(uid_bytes, self.partitions)
+        if key != uid_bytes or partition != expected:
+            self.metrics.rerouted.inc()
+            return Outcome("rerouted", [Send("erasure", uid_bytes, raw, expected)])
+        if isinstance(store, UserCache):
+            found = store.erase(request.user_id)
+        else:
+            found = store.pop(request.user_id, None) is not None
+        self._partition_of.pop(uid_bytes, None)
+        self.metrics.erasures.labels("found" if found else "unknown").inc()
+        log.info(
+            "erasure request %s carried out (state found: %s) partition=%s offset=%s",
+            request.request_id,
+            found,
+            partition,
+            offset,
+        )
+        audit = ErasureAudit(
+            request_id=request.request_id,
+            user_id=request.user_id,
+            requested_at=request.requested_at,
+            requested_by=request.requested_by,
+            erased_at=datetime.fromtimestamp(self.wall_clock(), tz=UTC),
+            found=found,
+            erased=list(ERASED) if found else [],
+            not_erased=list(NOT_ERASED),
+            partition=partition,
+            offset=offset,
+        )
+        return Outcome(
+            "erased", [Send("erasure_audit", uid_bytes, audit.model_dump_json().encode())]
+        )
+
     def _decided(self, out: DecisionOut) -> list[Send]:
         """The audit record always; the intervention for treatment only (keyed by user)."""
         m = self.metrics
@@ -324,19 +383,40 @@ class Committer:
             len(self.pending) >= self.max_events or time.monotonic() - self.last >= self.interval
         )
 
-    async def flush(self) -> None:
+    async def flush(self, after_writes: Callable[[], Awaitable[Any]] | None = None) -> None:
+        """Write dirty users, then ``after_writes`` (sends that must follow the state, like
+        an erasure's audit record), then ack."""
         async with self._lock:
             self.last = time.monotonic()
             events, self.pending = self.pending, []
             rows = self.cache.take_dirty()
             for uid, partition, payload in rows:
                 await self.send_changelog(uid, partition, payload)
+            if after_writes is not None:
+                await after_writes()
             for event in events:
                 event.ack()
             if rows:
                 self.metrics.state_writes.inc(len(rows))
             self.metrics.flushes.inc()
             self.after_flush()
+
+
+def erasure_rejection(exc: ValidationError) -> Rejection:
+    """The dead-letter reason of an erasure request pydantic refused."""
+    err = exc.errors(include_url=False)[0]
+    field_name = ".".join(str(p) for p in err.get("loc", ())) or None
+    kind = err.get("type", "")
+    reason: DeadLetterReason
+    if kind == "json_invalid":
+        reason = "invalid_json"
+    elif kind == "missing":
+        reason = "missing_field"
+    elif kind in ("model_type", "model_attributes_type") and field_name is None:
+        reason = "not_an_object"
+    else:
+        reason = "invalid_field"
+    return Rejection(reason, field_name, f"erasure request: {err.get('msg', kind)}")
 
 
 def sender(deps: Deps) -> Callable[[Send], Awaitable[Any]]:
@@ -409,12 +489,46 @@ def register(app: faust.App, deps: Deps) -> Any:
     # awaited before the stream is iterated: awaiting the model sync there left some
     # partitions unfetched after a restart in 2 of 4 runs (test_restart.py); the worker
     # loads the newest model before Faust starts instead (agents/model_sync.preload).
-    @app.agent(deps.topics.clickstream, name="score", concurrency=1)
+    # One agent reads the clickstream and the erasure topic (co-partitioned: same partition
+    # count, same key), so a user's erasure is applied in order with their events.
+    erasure_topic = settings.topic_erasure
+    channel = app.topic(
+        settings.topic_clickstream,
+        erasure_topic,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.topic_partitions,
+    )
+
+    async def erase(event: Any) -> None:
+        msg = event.message
+        outcome = handler.erase(cache, msg.partition, msg.offset, msg.key, msg.value, erasure_topic)
+        committer.pending.append(event)
+        if outcome.status != "erased":
+            for out in outcome.sends:
+                await send(out)
+            return
+
+        async def audit() -> None:
+            for out in outcome.sends:
+                await send(out)
+
+        # The tombstone, then the audit, then the ack; then commit at once, so no event
+        # applied before the erasure is redelivered after it (and re-creates the user).
+        await committer.flush(after_writes=audit)
+        await app.consumer.commit()
+
+    @app.agent(channel, name="score", concurrency=1)
     async def score(stream: Any) -> None:
         cache.bind()
         handle, pending = handler.handle, committer
         async for event in stream.noack().events():
             msg = event.message
+            if msg.topic == erasure_topic:
+                await erase(event)
+                continue
             t0 = time.perf_counter()
             try:
                 outcome = handle(cache, msg.partition, msg.offset, msg.key, msg.value)

@@ -201,3 +201,67 @@ def test_state_is_written_once_per_user_per_flush_and_acked_only_after(app: faus
     state_u = json.loads(next(val for k, val, _ in changelog if k == json.dumps(u).encode()))
     assert state_u["et"] == 3 and state_u["pt"] == 1  # the state after all three events
     assert w.metrics.state_writes._value.get() == 2
+
+
+def erasure_request(user: str, **kw: Any) -> bytes:
+    return json.dumps(
+        {
+            "request_id": "r-1",
+            "user_id": user,
+            "requested_at": "2026-02-01T00:00:00Z",
+            **kw,
+        }
+    ).encode()
+
+
+def test_an_erasure_removes_the_user_and_returns_its_audit(app: faust.App) -> None:
+    w = wiring(app)
+    handler = w.score
+    assert handler is not None
+    u = user_on(1)
+    store: dict[str, Any] = {}
+    handler.handle(store, 1, 0, u.encode(), event(u, "2026-01-05T12:00:00Z"))
+    assert u in store
+    out = handler.erase(store, 1, 7, u.encode(), erasure_request(u), "user.erasure")
+    assert out.status == "erased" and u not in store
+    ((send,),) = [out.sends]
+    audit = json.loads(send.value)
+    assert send.topic == "erasure_audit" and send.key == u.encode()
+    assert audit["found"] is True and audit["offset"] == 7 and audit["partition"] == 1
+    assert "user_state" in audit["erased"] and "model_weights" in audit["not_erased"]
+    again = handler.erase(store, 1, 8, u.encode(), erasure_request(u), "user.erasure")
+    assert json.loads(again.sends[0].value)["found"] is False  # idempotent
+    assert w.metrics.erasures.labels("found")._value.get() == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (None, "tombstone"),
+        (b"{nope", "invalid_json"),
+        (b"[1]", "not_an_object"),
+        (json.dumps({"request_id": "r"}).encode(), "missing_field"),
+        (erasure_request("u\x01x"), "invalid_field"),
+        (erasure_request("u1", colour="red"), "invalid_field"),
+        (b'{"a":' * 10_000 + b"1" + b"}" * 10_000, "invalid_json"),
+    ],
+)
+def test_a_bad_erasure_request_is_a_dead_letter_naming_the_problem(
+    app: faust.App, value: bytes | None, reason: str
+) -> None:
+    handler = wiring(app).score
+    assert handler is not None
+    out = handler.erase({}, 0, 3, b"k", value, "user.erasure")
+    assert out.status == "invalid"
+    letter = json.loads(out.sends[0].value)
+    assert out.sends[0].topic == "dlq"
+    assert letter["reason"] == reason and letter["source_topic"] == "user.erasure"
+
+
+def test_a_misrouted_erasure_is_forwarded_to_its_users_partition(app: faust.App) -> None:
+    handler = wiring(app).score
+    assert handler is not None
+    u = user_on(5)
+    out = handler.erase({}, 0, 3, u.encode(), erasure_request(u), "user.erasure")
+    assert out.status == "rerouted" and out.sends[0].partition == 5
+    assert out.sends[0].topic == "erasure"

@@ -123,6 +123,8 @@ def start_worker(
                 "STREAM_APP_TOPIC_MODEL": f"model-{tag}",
                 "STREAM_APP_TOPIC_DECISIONS": f"decisions-{tag}",
                 "STREAM_APP_TOPIC_INTERVENTIONS": f"interventions-{tag}",
+                "STREAM_APP_TOPIC_ERASURE": f"erasure-{tag}",
+                "STREAM_APP_TOPIC_ERASURE_AUDIT": f"erasure-{tag}.audit",
                 "STREAM_APP_TOPIC_PARTITIONS": "4",
                 "STREAM_APP_DATA_DIR": str(tmp / "data"),
                 "STREAM_APP_WEB_PORT": str(free_port()),

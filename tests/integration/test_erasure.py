@@ -1,0 +1,71 @@
+"""Erasure end to end: `stream-app erase` on a live worker removes the user from the table
+and its changelog (a tombstone), publishes an audit record, /users answers 404, and a
+restarted worker recovering from the changelog does not bring the user back."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from stream_app.producer import ChurnProducer
+from tests.integration.conftest import Worker, consume_all, read_to_end, wait_for
+
+
+def test_erase_a_user_everywhere_the_worker_holds_them(
+    start_worker: Callable[..., Worker], kafka_bootstrap: str
+) -> None:
+    worker = start_worker()
+    wait_for(lambda: worker.request("/ready")[0] == 200, 90, "/ready")
+    now = datetime.now(tz=UTC).replace(microsecond=0)
+    gone, kept = f"erase-me-{uuid.uuid4().hex[:6]}", f"keep-me-{uuid.uuid4().hex[:6]}"
+    with ChurnProducer(kafka_bootstrap, worker.env["STREAM_APP_TOPIC_CLICKSTREAM"]) as prod:
+        for i in range(6):
+            for user in (gone, kept):
+                ts = (now - timedelta(minutes=30 - i)).isoformat().replace("+00:00", "Z")
+                prod.send(
+                    {
+                        "event_id": uuid.uuid4().hex,
+                        "user_id": user,
+                        "event_type": "page_view",
+                        "ts": ts,
+                    }
+                )
+    wait_for(lambda: worker.request(f"/users/{gone}")[0] == 200, 60, "the user to be known")
+
+    erase = subprocess.run(
+        [sys.executable, "-m", "stream_app.cli", "erase", gone, "--requested-by", "ticket-42"],
+        env=worker.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert erase.returncode == 0, erase.stderr
+    sent = json.loads(erase.stdout.strip())
+    assert sent["user_id"] == gone
+
+    audits = consume_all(kafka_bootstrap, worker.env["STREAM_APP_TOPIC_ERASURE_AUDIT"], 1)
+    assert len(audits) == 1
+    audit = json.loads(audits[0].value)
+    assert audits[0].key == gone.encode()
+    assert audit["request_id"] == sent["request_id"] and audit["found"] is True
+    assert audit["requested_by"] == "ticket-42" and "open_training_examples" in audit["erased"]
+
+    assert worker.request(f"/users/{gone}")[0] == 404
+    assert worker.request(f"/users/{kept}")[0] == 200
+    changelog = read_to_end(kafka_bootstrap, f"{worker.env['STREAM_APP_APP_ID']}-users-changelog")
+    last = {}
+    for rec in changelog:
+        last[json.loads(rec.key)] = rec.value
+    assert last[gone] is None  # the newest record of the user is a tombstone
+    assert last[kept] is not None
+    assert worker.metric("churn_erasures_total", state="found") == 1
+
+    # A restarted worker rebuilds its table from the changelog: the user stays gone.
+    worker.stop()
+    again = start_worker(like=worker)
+    wait_for(lambda: again.request(f"/users/{kept}")[0] == 200, 90, "the table recovered")
+    assert again.request(f"/users/{gone}")[0] == 404
