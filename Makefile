@@ -8,7 +8,7 @@ KAFKA_LIBS := .kafka/libs
 DEMO_DIR := out/demo
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-unit test-integration lint format kafka kafka-3 kafka-stop \
+.PHONY: help install test test-large test-unit test-integration lint format kafka kafka-3 kafka-stop \
         kafka-fetch demo schema bench bench-live baselines clean
 
 help:  ## list targets
@@ -27,6 +27,9 @@ kafka-fetch:  ## download the Kafka broker jars with Maven (cached in .kafka/lib
 
 test: $(STAMP) kafka-fetch  ## run the whole suite (starts its own Kafka unless KAFKA_BOOTSTRAP_SERVERS is set)
 	$(PY) -m pytest -q
+
+test-large: $(STAMP) kafka-fetch  ## a million users on the RocksDB store (make test runs 250,000)
+	LARGE_STATE_USERS=1000000 $(PY) -m pytest -q -s tests/integration/test_large_state.py
 
 test-unit: $(STAMP)  ## only the tests that need no broker
 	$(PY) -m pytest -q -m "not integration"

@@ -239,10 +239,16 @@ def topic_records(bootstrap: str, topic: str) -> list[Any]:
 
 
 def run_worker(
-    bootstrap: str, topic: str, n: int, users: int, workdir: Path, profile: Path | None = None
+    bootstrap: str,
+    topic: str,
+    n: int,
+    users: int,
+    workdir: Path,
+    profile: Path | None = None,
+    store: str = "memory://",
 ) -> dict[str, Any]:
     tag = f"bench-w-{uuid.uuid4().hex[:6]}"
-    w = Worker(bootstrap, topic, tag, workdir)
+    w = Worker(bootstrap, topic, tag, workdir, STREAM_APP_STORE=store)
     spy = None
     try:
         w.wait_ready()
@@ -452,6 +458,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=1, help="repeat (a), (b), (c), (f): medians")
     parser.add_argument("--latency-seconds", type=float, default=30.0)
     parser.add_argument("--only", default="a,b,c,d,f", help="comma list of parts to run")
+    parser.add_argument("--store", default="memory://", help="the worker's table store")
     parser.add_argument("--profile", type=Path, help="py-spy the worker; stacks go here")
     parser.add_argument("--workdir", type=Path, default=ROOT / "out" / "bench-live")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "live.json")
@@ -489,7 +496,13 @@ def main() -> int:
                 log(f"run {i + 1}/{args.runs}: {kind}")
                 if kind == "worker":
                     res = run_worker(
-                        bootstrap, topic, args.events, users, args.workdir, args.profile
+                        bootstrap,
+                        topic,
+                        args.events,
+                        users,
+                        args.workdir,
+                        args.profile,
+                        args.store,
                     )
                 else:
                     res = run_agent(kind, bootstrap, topic, args.events, args.workdir)
@@ -530,6 +543,7 @@ def main() -> int:
                 "users": users,
                 "partitions": args.partitions,
                 "seed": args.seed,
+                "store": args.store,
                 "worker_core": WORKER_CORE,
                 "broker_and_driver_cores": DRIVER_CORES,
                 "cpus": os.cpu_count(),

@@ -155,6 +155,19 @@ class Settings(BaseSettings):
         description="rocksdb:// store: user states kept deserialized in memory between "
         "flushes (memory:// keeps every state in memory).",
     )
+    rocksdb_write_buffer_mb: int = Field(
+        8,
+        ge=1,
+        le=1024,
+        description="rocksdb:// store: memtable size per partition (two are kept). Faust's "
+        "default, 64 MiB x 3, holds ~200 MiB of state in memory per partition.",
+    )
+    rocksdb_block_cache_mb: int = Field(
+        32,
+        ge=0,
+        le=65536,
+        description="rocksdb:// store: block cache per partition (Faust's default is 2 GiB).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Worker log level."
     )

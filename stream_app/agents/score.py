@@ -152,7 +152,7 @@ class ScoreHandler:
         uid_bytes = event.user_id.encode()
         expected = self._partition_of.get(uid_bytes)
         if expected is None:  # murmur2 in pure Python: once per user, not per event
-            if len(self._partition_of) > 1_000_000:
+            if len(self._partition_of) >= 100_000:  # bounded: a large state is on disk
                 self._partition_of.clear()
             expected = self._partition_of[uid_bytes] = partition_for(uid_bytes, self.partitions)
         if key != uid_bytes or partition != expected:

@@ -191,7 +191,6 @@ class UserCache(MutableMapping[str, UserState]):
                         db.delete(key)
                     else:
                         db.put(key, payload)
-                    self._store._key_index[key] = partition
             if len(live) > self.capacity:
                 live.clear()  # every object is clean now: reads come back from RocksDB
         else:

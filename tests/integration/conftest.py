@@ -111,6 +111,7 @@ def start_worker(
                 "STREAM_APP_WEB_PORT": str(free_port()),
                 "STREAM_APP_DATA_DIR": str(tmp / "data"),
             }
+            env.update({f"STREAM_APP_{k.upper()}": v for k, v in settings.items()})
             return _launch(Worker(env, tmp / "worker.log"))
         env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_APP_")}
         env.update(
