@@ -217,6 +217,27 @@ class Worker:
         self.log.close()
 
 
+def measure_recovery(
+    bootstrap: str, topic: str, tag: str, workdir: Path, store: str
+) -> dict[str, float]:
+    """Seconds from starting a worker of the same app id until /ready (its table
+    recovered): from the changelog alone (cold), and for rocksdb:// also on the data
+    directory the first worker left (warm)."""
+    out: dict[str, float] = {}
+    kinds = ["warm", "cold"] if store.startswith("rocksdb") else ["cold"]
+    for kind in kinds:
+        if kind == "cold":
+            shutil.rmtree(workdir / tag, ignore_errors=True)
+        started = time.monotonic()
+        w = Worker(bootstrap, topic, tag, workdir, STREAM_APP_STORE=store)
+        try:
+            w.wait_ready(timeout=600)
+            out[f"{kind}_ready_seconds"] = round(time.monotonic() - started, 2)
+        finally:
+            w.stop()
+    return out
+
+
 def topic_records(bootstrap: str, topic: str) -> list[Any]:
     """Every record of ``topic`` (all partitions, from the start)."""
     from kafka import KafkaConsumer, TopicPartition
@@ -248,10 +269,12 @@ def run_worker(
     store: str = "memory://",
 ) -> dict[str, Any]:
     tag = f"bench-w-{uuid.uuid4().hex[:6]}"
+    started = time.monotonic()
     w = Worker(bootstrap, topic, tag, workdir, STREAM_APP_STORE=store)
     spy = None
     try:
         w.wait_ready()
+        empty_ready = time.monotonic() - started
         rss0 = w.rss_bytes()
         if profile is not None:  # py-spy samples the worker from outside (core 0)
             profile.mkdir(parents=True, exist_ok=True)
@@ -295,6 +318,8 @@ def run_worker(
         m = w.metrics()
     finally:
         w.stop()
+    recovery = measure_recovery(bootstrap, topic, tag, workdir, store)
+    recovery["empty_table_ready_seconds"] = round(empty_ready, 2)
     changelog = topic_records(bootstrap, f"{tag}-users-changelog")
     outputs = changelog + topic_records(bootstrap, f"{tag}.decisions")
     outputs += topic_records(bootstrap, f"{tag}.training")
@@ -310,6 +335,7 @@ def run_worker(
         "bytes_per_user": round((rss1 - rss0) / users),
         "changelog_records": len(changelog),
         "changelog_bytes_per_event": round(cl_bytes / n, 1),
+        "recovery": recovery,
         "decisions": int(
             m.get("churn_interventions_total", 0) + m.get("churn_decisions_suppressed_total", 0)
         ),
