@@ -17,6 +17,7 @@ from stream_app.agents.user_cache import UserCache
 from stream_app.core.engine import Engine
 from stream_app.core.features import UserState
 from stream_app.metrics import Metrics
+from stream_app.security import faust_credentials
 from stream_app.settings import Settings
 from stream_app.wiring import Deps, Topics
 
@@ -121,6 +122,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> ChurnApp:
         # memory store a taken-over partition replays its changelog either way.
         table_standby_replicas=0,
         broker_session_timeout=settings.session_timeout,  # rejoin after a kill: settings.py
+        broker_credentials=faust_credentials(settings),  # SASL / SSL: security.py
     )
 
     def raw_topic(name: str, partitions: int, **options: Any) -> Any:

@@ -190,9 +190,13 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(json.dumps(topics, sort_keys=True))
             return 0
         from stream_app.producer import ChurnProducer, replay
+        from stream_app.security import kafka_python_options
 
         with ChurnProducer(
-            settings.kafka_bootstrap_servers, settings.topic_clickstream, settings.max_message_bytes
+            settings.kafka_bootstrap_servers,
+            settings.topic_clickstream,
+            settings.max_message_bytes,
+            **kafka_python_options(settings),
         ) as producer:
             stats = replay(args.file, producer, args.rate, skip_invalid=not args.send_invalid)
         print(json.dumps(stats))

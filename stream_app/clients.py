@@ -6,6 +6,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
+from stream_app.security import aiokafka_options
 from stream_app.settings import Settings
 
 
@@ -16,6 +17,7 @@ def consumer(settings: Settings, *topics: str, **options: Any) -> AIOKafkaConsum
         "client_id": f"{settings.app_id}-{options.get('group_id') or 'reader'}",
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
+        **aiokafka_options(settings),
     }
     base.update(options)
     return AIOKafkaConsumer(*topics, **base)

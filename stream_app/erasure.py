@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from schemas.erasure import ErasureRequest
 from stream_app.errors import StreamAppError
+from stream_app.security import kafka_python_options
 from stream_app.settings import Settings
 from stream_app.topics import ensure_topics
 
@@ -50,6 +51,7 @@ def send_erasures(
             bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
             acks="all",
             client_id=f"{settings.app_id}-erase",
+            **kafka_python_options(settings),
         )
     except KafkaError as exc:
         raise StreamAppError(f"cannot reach Kafka: {exc}") from None

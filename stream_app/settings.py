@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -79,6 +80,27 @@ class Settings(BaseSettings):
         ),
         description="Comma-separated host:port list of Kafka brokers.",
     )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        description="How every client (Faust, the learner, model sync, the CLI) talks to "
+        "the brokers; the SASL and SSL settings below apply to all of them.",
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="SASL mechanism (SASL_PLAINTEXT, SASL_SSL)."
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(
+        None, description="SASL password (never printed: `stream-app config` masks it)."
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        None,
+        description="PEM file of the CA that signed the brokers' certificates (SSL, "
+        "SASL_SSL); the system's CAs when unset.",
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        None, description="Client certificate (PEM) for brokers that require mutual TLS."
+    )
+    kafka_ssl_keyfile: Path | None = Field(None, description="Private key of the certificate.")
     app_id: str = Field("churn-stream", min_length=1, description="Faust app id = consumer group.")
     topic_partitions: int = Field(8, ge=1, le=1024, description="Partitions of input/state topics.")
     topic_replication: int = Field(1, ge=1, le=7, description="Replication of topics created.")
@@ -278,6 +300,19 @@ class Settings(BaseSettings):
             raise ValueError("half_lives must list at least one duration")
         if self.rescore_after and self.rescore_after[-1] >= self.horizon + 86400 * 365:
             raise ValueError("rescore_after deadlines must be within a year past the horizon")
+        if self.kafka_security_protocol.startswith("SASL") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                "STREAM_APP_KAFKA_SASL_USERNAME and STREAM_APP_KAFKA_SASL_PASSWORD"
+            )
+        for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"STREAM_APP_{name.upper()}: no such file: {path}")
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError("set STREAM_APP_KAFKA_SSL_CERTFILE and _KEYFILE together")
         return self
 
     @property

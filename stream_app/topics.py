@@ -8,6 +8,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from stream_app.errors import StreamAppError
+from stream_app.security import kafka_python_options
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ def ensure_topics(settings: Settings, timeout_ms: int = 30_000) -> dict[str, int
             bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
             request_timeout_ms=timeout_ms,
             client_id=f"{settings.app_id}-admin",
+            **kafka_python_options(settings),
         )
     except KafkaError as exc:
         raise StreamAppError(

@@ -23,6 +23,7 @@ from stream_app.core.engine import Engine
 from stream_app.core.model import check_snapshot
 from stream_app.errors import SnapshotError
 from stream_app.metrics import Metrics
+from stream_app.security import kafka_python_options
 from stream_app.settings import Settings
 from stream_app.wiring import Deps
 
@@ -108,6 +109,7 @@ def preload(settings: Settings, sync: ModelSync, timeout_ms: int = 30_000) -> in
         enable_auto_commit=False,
         group_id=None,
         request_timeout_ms=timeout_ms,
+        **kafka_python_options(settings),
     )
     try:
         if tp.topic not in reader.topics():
