@@ -53,7 +53,7 @@ schema: $(STAMP)  ## regenerate schemas/json from the pydantic models
 	$(VENV)/bin/stream-app schema --out schemas/json
 
 demo: $(STAMP) kafka-fetch  ## generate traffic, evaluate it offline, then run it live through Kafka
-	$(PY) tools/demo.py --dir $(DEMO_DIR)
+	$(PY) tools/demo.py --dir $(DEMO_DIR) $(DEMO_ARGS)
 
 bench: $(STAMP)  ## speed and memory benchmark of the offline engine (figures in bench/results)
 	$(PY) bench/run.py
