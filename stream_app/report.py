@@ -209,7 +209,7 @@ def _interventions_figure(plt: Any, timeline: list[tuple[float, str, str]]) -> A
     days = [int(ts // 86400) for ts, _, outcome in timeline if outcome in per_group]
     first, last = (min(days), max(days)) if days else (0, 0)
     x = [_day(d) for d in range(first, last + 1)]
-    fig, axes = plt.subplots(2, 1, figsize=(7, 4.8), sharex=True, sharey=True)
+    fig, axes = plt.subplots(2, 1, figsize=(8.5, 4.8), sharex=True, sharey=True)
     colours = plt.get_cmap("tab10")
     for ax, group in zip(axes, ("treatment", "holdout"), strict=True):
         bottom = [0] * len(x)
@@ -223,7 +223,7 @@ def _interventions_figure(plt: Any, timeline: list[tuple[float, str, str]]) -> A
         ax.set_title(f"{group}: {total:,} ({what})", fontsize=10)
         ax.set_ylabel("per day")
         ax.grid(alpha=0.3, axis="y")
-    axes[0].legend(fontsize=8, ncol=min(3, max(1, len(actions))))
+    axes[0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle("Interventions by action and group")
     fig.autofmt_xdate()
     return fig
