@@ -19,6 +19,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -181,7 +182,6 @@ class Progress:
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
         self.tty = stream.isatty()
-        self.t0 = time.monotonic()
         self.last_decile = -1
         self.rate = 0.0
         self._last: tuple[float, int] | None = None
@@ -199,8 +199,9 @@ class Progress:
             f"  [{bar:<24}] {frac:4.0%} {done:>9,}/{total_:,} msgs {self.rate:6,.0f}/s "
             f"eta {int(eta) // 60}:{int(eta) % 60:02d} | {note}"
         )
-        if self.tty:
-            self.stream.write("\r" + line[:160].ljust(100))
+        if self.tty:  # cut to the terminal's width: a wrapped line cannot be redrawn
+            width = shutil.get_terminal_size((100, 24)).columns - 1
+            self.stream.write("\r" + line[:width].ljust(width))
             self.stream.flush()
         elif int(frac * 10) > self.last_decile:
             self.last_decile = int(frac * 10)
