@@ -9,7 +9,7 @@ DEMO_DIR := out/demo
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-large test-unit test-integration lint format kafka kafka-3 kafka-stop \
-        kafka-fetch demo schema bench bench-live baselines clean
+        kafka-fetch demo docs-img schema bench bench-live baselines clean
 
 help:  ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -55,8 +55,13 @@ kafka-stop:  ## stop the local Kafka
 schema: $(STAMP)  ## regenerate schemas/json from the pydantic models
 	$(VENV)/bin/stream-app schema --out schemas/json
 
-demo: $(STAMP) kafka-fetch  ## generate traffic, evaluate it offline, then run it live through Kafka
-	$(PY) tools/demo.py --dir $(DEMO_DIR)
+demo: $(STAMP) kafka-fetch  ## two months of traffic through a live worker that learns and intervenes (DEMO_ARGS=--keep: stay up)
+	$(PY) tools/demo.py --dir $(DEMO_DIR) $(DEMO_ARGS)
+
+docs-img: $(STAMP)  ## the README's report figures: the demo's data and settings at 5,000 users, offline
+	$(PY) tools/demo.py --report-only --users 5000 --dir out/docs-img
+	@mkdir -p docs/img/demo
+	cp out/docs-img/report/{rolling_auc,calibration,interventions,uplift}.png docs/img/demo/
 
 bench: $(STAMP)  ## speed and memory benchmark of the offline engine (figures in bench/results)
 	$(PY) bench/run.py

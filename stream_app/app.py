@@ -12,7 +12,7 @@ import msgspec
 from faust.serializers import codecs
 
 from stream_app import faust_fixes, web
-from stream_app.agents import learner, model_sync, score
+from stream_app.agents import lag, learner, model_sync, score
 from stream_app.agents.user_cache import UserCache
 from stream_app.core.engine import Engine
 from stream_app.core.features import UserState
@@ -176,6 +176,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> ChurnApp:
     score.register(app, deps)
     model_sync.register(app, deps)
     learner.register(app, deps)
+    lag.register(app, deps)
     web.register(app, deps)
     app.deps = deps
     return app

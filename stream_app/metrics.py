@@ -159,6 +159,13 @@ class Metrics:
             ["partition"],
             registry=r,
         )
+        self.consumer_lag = Gauge(
+            "churn_consumer_lag_messages",
+            "Clickstream messages after the group's committed offset, per partition this "
+            "worker owns (sum over workers: the group's lag).",
+            ["partition"],
+            registry=r,
+        )
         self.timers = Gauge(
             "churn_timers_scheduled",
             "Users with a pending event-time deadline, per partition.",

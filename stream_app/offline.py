@@ -78,6 +78,8 @@ class EvaluationRun:
     recency: list[float] = field(default_factory=list)
     versions: list[int] = field(default_factory=list)
     resolved: list[Label] = field(default_factory=list)  # only with keep_labels
+    # (resolved_at, group, label) of every example of a flagged user, for the uplift plot.
+    flagged: list[tuple[float, str, int]] = field(default_factory=list)
     decisions: DecisionLog = field(default_factory=lambda: DecisionLog())
 
 
@@ -300,6 +302,8 @@ def _evaluate(
             run.scores.append(lab.p)
             run.recency.append(lab.features.get("days_since_last_event", 0.0))
             run.versions.append(lab.model_version)
+            if lab.group != "none":
+                run.flagged.append((lab.resolved_at, lab.group, lab.label))
             if options.keep_labels:
                 run.resolved.append(lab)
             if pred_fh is not None:

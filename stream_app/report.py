@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from stream_app.core.learner import roc_auc
+from stream_app.core.policy.uplift import Uplift, from_counts, wilson
 from stream_app.errors import StreamAppError
 from stream_app.offline import EvaluationRun
 
@@ -64,17 +65,36 @@ def lift(labels: list[int], scores: list[float], buckets: int = 10) -> list[floa
 
 def interventions_per_day(
     timeline: list[tuple[float, str, str]],
-) -> dict[tuple[str, str], dict[int, int]]:
-    """Decisions per event-time day: one series per action for treatment, one for the
-    holdout (all actions); suppressed decisions are left out."""
-    out: dict[tuple[str, str], dict[int, int]] = {}
+) -> dict[str, dict[str, dict[int, int]]]:
+    """Decisions per event-time day, by group (``treatment``: sent; ``holdout``: audit
+    only) and action; suppressed decisions are left out."""
+    out: dict[str, dict[str, dict[int, int]]] = {"treatment": {}, "holdout": {}}
     for ts, action, outcome in timeline:
-        if outcome == "suppressed":
+        if outcome not in out:
             continue
-        key = (f"treatment: {action}", "-") if outcome == "treatment" else ("holdout", "k--")
+        series = out[outcome].setdefault(action, {})
         day = int(ts // 86400)
-        series = out.setdefault(key, {})
         series[day] = series.get(day, 0) + 1
+    return out
+
+
+def uplift_over_time(flagged: list[tuple[float, str, int]]) -> list[tuple[int, Uplift]]:
+    """The uplift estimate (with its interval) from the flagged examples resolved up to the
+    end of each event-time day that resolved one: how the measurement firms up."""
+    counts = [0, 0, 0, 0]  # holdout n, churned; treated n, churned
+    out: list[tuple[int, Uplift]] = []
+    for ts, group, label in sorted(flagged):
+        if group not in ("holdout", "treatment"):
+            continue
+        i = 0 if group == "holdout" else 2
+        counts[i] += 1
+        counts[i + 1] += label
+        day = int(ts // 86400)
+        point = (day, from_counts(*counts))
+        if out and out[-1][0] == day:
+            out[-1] = point
+        else:
+            out.append(point)
     return out
 
 
@@ -104,6 +124,11 @@ def write_report(run: EvaluationRun, out_dir: Path) -> list[Path]:
     for series, name in ((scores, "model (prequential)"), (run.recency, "recency only")):
         pts = rolling_auc(labels, series, window)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name)
+    learned = next((i for i, v in enumerate(run.versions) if v > 0), None)
+    if learned is not None:
+        ax.axvline(
+            learned, color="grey", linestyle=":", label="first label the learned model scored"
+        )
     ax.set_xlabel("labels resolved")
     ax.set_ylabel(f"ROC AUC (window {window})")
     ax.set_title("Rolling AUC")
@@ -146,22 +171,9 @@ def write_report(run: EvaluationRun, out_dir: Path) -> list[Path]:
 
     timeline = run.decisions.timeline
     if timeline:
-        fig, ax = plt.subplots(figsize=(7, 3.5))
-        for (group, style), per_day in interventions_per_day(timeline).items():
-            days = sorted(per_day)
-            ax.plot(
-                [_day(d) for d in days],
-                [per_day[d] for d in days],
-                style,
-                label=group,
-                alpha=0.85,
-            )
-        ax.set_ylabel("decisions per day")
-        ax.set_title("Interventions by action (treatment) and holdout")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.autofmt_xdate()
-        save(fig, "interventions.png")
+        save(_interventions_figure(plt, timeline), "interventions.png")
+    if run.flagged:
+        save(_uplift_figure(plt, run.flagged), "uplift.png")
 
     summary = out_dir / "summary.md"
     s = run.summary
@@ -188,3 +200,70 @@ def write_report(run: EvaluationRun, out_dir: Path) -> list[Path]:
     )
     written.append(summary)
     return written
+
+
+def _interventions_figure(plt: Any, timeline: list[tuple[float, str, str]]) -> Any:
+    """Stacked bars per day by action, one panel per group, on the same scale."""
+    per_group = interventions_per_day(timeline)
+    actions = sorted({a for g in per_group.values() for a in g})
+    days = [int(ts // 86400) for ts, _, outcome in timeline if outcome in per_group]
+    first, last = (min(days), max(days)) if days else (0, 0)
+    x = [_day(d) for d in range(first, last + 1)]
+    fig, axes = plt.subplots(2, 1, figsize=(8.5, 4.8), sharex=True, sharey=True)
+    colours = plt.get_cmap("tab10")
+    for ax, group in zip(axes, ("treatment", "holdout"), strict=True):
+        bottom = [0] * len(x)
+        for i, action in enumerate(actions):
+            per_day = per_group[group].get(action, {})
+            heights = [per_day.get(d, 0) for d in range(first, last + 1)]
+            ax.bar(x, heights, bottom=bottom, width=0.9, color=colours(i), label=action)
+            bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+        total = sum(sum(s.values()) for s in per_group[group].values())
+        what = "sent" if group == "treatment" else "held out, not sent"
+        ax.set_title(f"{group}: {total:,} ({what})", fontsize=10)
+        ax.set_ylabel("per day")
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle("Interventions by action and group")
+    fig.autofmt_xdate()
+    return fig
+
+
+def _uplift_figure(plt: Any, flagged: list[tuple[float, str, int]]) -> Any:
+    """Left: churn rate of flagged holdout and treated users with 95% intervals. Right: the
+    uplift and its interval as flagged examples resolve."""
+    series = uplift_over_time(flagged)
+    final = series[-1][1]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.6), width_ratios=(1, 2))
+    for i, (k, n) in enumerate(
+        ((final.holdout_churned, final.holdout_n), (final.treated_churned, final.treated_n))
+    ):
+        if not n:
+            continue
+        rate = k / n
+        lo, hi = wilson(k, n)
+        left.bar(i, rate, color=("grey", "tab:blue")[i])
+        left.errorbar(i, rate, yerr=[[rate - lo], [hi - rate]], color="black", capsize=4)
+        left.text(i, hi, f"{rate:.0%}\nn={n:,}", ha="center", va="bottom", fontsize=8)
+    left.set_xticks([0, 1], ["holdout", "treated"])
+    left.set_ylabel("churn rate of flagged users")
+    left.set_ylim(0, 1.15)
+    left.set_title("Flagged users' churn", fontsize=10)
+    pts = [(d, u) for d, u in series if u.uplift is not None]
+    if pts:
+        x = [_day(d) for d, _ in pts]
+        right.fill_between(
+            x,
+            [u.uplift_low for _, u in pts],
+            [u.uplift_high for _, u in pts],
+            alpha=0.25,
+            label="95% interval",
+        )
+        right.plot(x, [u.uplift for _, u in pts], label="uplift")
+        right.axhline(0.0, color="grey", linestyle="--")
+        right.legend(fontsize=8)
+    right.set_ylabel("holdout - treated churn rate")
+    right.set_title("Uplift as flagged examples resolve", fontsize=10)
+    right.grid(alpha=0.3)
+    fig.autofmt_xdate()
+    return fig

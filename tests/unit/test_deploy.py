@@ -3,7 +3,6 @@ mounted files exist, and its ports and environment match the settings."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import yaml
 
 from stream_app.metrics import Metrics
 from stream_app.settings import Settings
+from tests import promql
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,10 +86,71 @@ def test_dockerfile_defaults_match_settings() -> None:
     assert 'ENTRYPOINT ["stream-app"]' in text
 
 
-def test_dashboard_queries_use_existing_metrics() -> None:
-    dash = json.loads((ROOT / "deploy/grafana/dashboards/churn-stream.json").read_text())
-    exported = {m.name for m in Metrics().registry.collect()}
-    for panel in dash["panels"]:
-        for target in panel["targets"]:
-            used = [n for n in exported if n in target["expr"]]
-            assert used, f"panel {panel['title']!r} queries no metric the worker exports"
+def _exported_sample_names() -> set[str]:
+    """Sample names the worker's registry can export (counters as _total, histograms as
+    _bucket, _count and _sum)."""
+    names = set()
+    for family in Metrics().registry.collect():
+        if family.type == "counter":
+            names.add(family.name + "_total")
+        elif family.type == "histogram":
+            names |= {family.name + s for s in ("_bucket", "_count", "_sum")}
+        else:
+            names.add(family.name)
+    return names
+
+
+def test_the_promql_parser_finds_metric_names_only() -> None:
+    expr = (
+        'sum by (reason) (rate(churn_events_invalid_total{reason!="x"}[$__rate_interval])) '
+        "/ ignoring(le) group_left sum(churn_risk_score_count[5m]) and on() time() - "
+        "max(churn_model_snapshot_timestamp_seconds) > 3600"
+    )
+    assert promql.metric_names(expr) == {
+        "churn_events_invalid_total",
+        "churn_risk_score_count",
+        "churn_model_snapshot_timestamp_seconds",
+    }
+
+
+def test_dashboard_and_alerts_query_only_metrics_the_worker_exports() -> None:
+    used = promql.all_names()
+    assert len(promql.dashboard_exprs()) >= 20 and len(promql.alert_exprs()) >= 5
+    unknown = {
+        name: where
+        for name, where in used.items()
+        if name not in _exported_sample_names() | promql.PROMETHEUS_OWN
+    }
+    assert not unknown, f"queries name metrics the worker does not export: {unknown}"
+
+
+def test_dashboard_covers_what_an_operator_watches() -> None:
+    used = set(promql.all_names())
+    for name in (
+        "churn_events_total",  # throughput
+        "churn_consumer_lag_messages",
+        "churn_events_invalid_total",  # DLQ by reason
+        "churn_risk_score_bucket",  # score distribution
+        "churn_model_version",
+        "churn_model_rolling_auc",
+        "churn_model_rolling_logloss",
+        "churn_interventions_total",
+        "churn_uplift",
+        "churn_circuit_open",
+        "churn_budget_exhausted_total",
+    ):
+        assert any(name in promql.metric_names(e) for _, e in promql.dashboard_exprs()), name
+        assert name in used
+
+
+def test_alert_rules_are_loaded_and_mounted(compose: dict[str, Any]) -> None:
+    names = {name for name, _ in promql.alert_exprs()}
+    assert {
+        "ChurnConsumerLagGrowing",
+        "ChurnDeadLetterRateHigh",
+        "ChurnCircuitOpen",
+        "ChurnModelNotReady",
+        "ChurnNoSnapshot",
+    } <= names
+    mounts = compose["services"]["prometheus"]["volumes"]
+    assert "./deploy/prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in mounts

@@ -148,7 +148,14 @@ def test_the_password_is_masked_in_config_and_repr(monkeypatch: pytest.MonkeyPat
     assert SECRET not in repr(load_settings())
 
 
-CLIENTS = {"KafkaProducer", "KafkaConsumer", "KafkaAdminClient", "AIOKafkaConsumer"}
+CLIENTS = {
+    "KafkaProducer",
+    "KafkaConsumer",
+    "KafkaAdminClient",
+    "AIOKafkaConsumer",
+    "AIOKafkaProducer",
+    "AIOKafkaAdminClient",
+}
 
 
 def test_every_kafka_client_the_project_creates_goes_through_the_security_mapping() -> None:
