@@ -222,7 +222,16 @@ def start(
         props = workdir / f"server-{node.node_id}.properties"
         props.write_text(_properties(node, nodes), encoding="utf-8")
         fmt = subprocess.run(
-            [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+            # "--cluster-id=": a random id can start with "-" (1 in 32), which the tool's
+            # argument parser would read as an option.
+            [
+                *jvm,
+                "kafka.tools.StorageTool",
+                "format",
+                f"--cluster-id={cluster_id}",
+                "-c",
+                str(props),
+            ],
             capture_output=True,
             text=True,
             check=False,
