@@ -31,6 +31,7 @@ def handled(worker: Worker) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_a_million_users_on_rocksdb_in_bounded_memory(
     start_worker: Callable[..., Worker], kafka_bootstrap: str
 ) -> None:
