@@ -112,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
         "topics",
         "create the topics with the configured partition counts: clickstream, its DLQ and "
         "the decisions and interventions topics (STREAM_APP_TOPIC_PARTITIONS each), "
-        "churn.training (1) and churn.model (1, compacted); names from STREAM_APP_TOPIC_*",
+        "churn.training (1) and churn.model (1, compacted), and Faust's users changelog "
+        "and leader topics; names from STREAM_APP_TOPIC_*, replication and "
+        "min.insync.replicas from STREAM_APP_TOPIC_REPLICATION and _MIN_INSYNC_REPLICAS",
     )
     command("config", "print the effective settings as JSON (secrets masked)")
 

@@ -103,7 +103,21 @@ class Settings(BaseSettings):
     kafka_ssl_keyfile: Path | None = Field(None, description="Private key of the certificate.")
     app_id: str = Field("churn-stream", min_length=1, description="Faust app id = consumer group.")
     topic_partitions: int = Field(8, ge=1, le=1024, description="Partitions of input/state topics.")
-    topic_replication: int = Field(1, ge=1, le=7, description="Replication of topics created.")
+    topic_replication: int = Field(
+        1,
+        ge=1,
+        le=7,
+        description="Replication factor of every topic the worker creates (Faust's changelog "
+        "and leader topics included).",
+    )
+    topic_min_insync_replicas: int | None = Field(
+        None,
+        ge=1,
+        le=7,
+        description="min.insync.replicas of every topic the worker creates (unset: the "
+        "broker's default). With acks=all, a write needs this many replicas: 2 with "
+        "replication 3 keeps writing through the loss of one broker and loses nothing.",
+    )
     topic_clickstream: str = Field("clickstream", description="Input events, key = user_id.")
     topic_dlq: str = Field("clickstream.dlq", description="Dead letters (bad input + reason).")
     topic_training: str = Field(
@@ -296,6 +310,14 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
+        if (
+            self.topic_min_insync_replicas is not None
+            and self.topic_min_insync_replicas > self.topic_replication
+        ):
+            raise ValueError(
+                f"topic_min_insync_replicas ({self.topic_min_insync_replicas}) cannot exceed "
+                f"topic_replication ({self.topic_replication}): no write could succeed"
+            )
         if not self.half_lives:
             raise ValueError("half_lives must list at least one duration")
         if self.rescore_after and self.rescore_after[-1] >= self.horizon + 86400 * 365:

@@ -18,10 +18,25 @@ log = logging.getLogger(__name__)
 # ago it was published: a worker starting a year later still finds it.
 COMPACTED = {"cleanup.policy": "compact"}
 
+# Names of the topics Faust creates for itself (faust-streaming 0.15.3:
+# ``Table._changelog_topic_name`` and ``LeaderAssignor._leader_topic_name``); the unit
+# tests check them against an app built by create_app.
+USERS_TABLE = "users"
+
+
+def changelog_topic(settings: Settings) -> str:
+    """The users table's changelog, compacted, one partition per clickstream partition."""
+    return f"{settings.app_id}-{USERS_TABLE}-changelog"
+
+
+def leader_topic(settings: Settings) -> str:
+    """Faust's leader-election topic (one partition; the member assigned it is leader)."""
+    return f"{settings.app_id}-__assignor-__leader"
+
 
 def topic_specs(settings: Settings) -> dict[str, int]:
-    """Topic name -> partitions. The training and model topics have one partition: one
-    learner, one ordered history of models."""
+    """Topic name -> partitions, Faust's own topics included. The training and model topics
+    have one partition: one learner, one ordered history of models."""
     n = settings.topic_partitions
     return {
         settings.topic_clickstream: n,
@@ -32,17 +47,30 @@ def topic_specs(settings: Settings) -> dict[str, int]:
         settings.topic_interventions: n,
         settings.topic_erasure: n,
         settings.topic_erasure_audit: n,
+        changelog_topic(settings): n,
+        leader_topic(settings): 1,
     }
 
 
 def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
-    """Topic configs the project sets at creation (others take the broker's defaults)."""
-    return {settings.topic_model: COMPACTED}
+    """Topic name -> the configs the project sets at creation (others take the broker's
+    defaults). Faust would create its changelog and leader topics without
+    ``min.insync.replicas`` (it passes no config for the leader topic), so
+    :func:`ensure_topics` creates them first, with the same partitions and cleanup policy
+    Faust would give them, and Faust finds them in place."""
+    common: dict[str, str] = {}
+    if settings.topic_min_insync_replicas is not None:
+        common["min.insync.replicas"] = str(settings.topic_min_insync_replicas)
+    configs = {name: dict(common) for name in topic_specs(settings)}
+    for compacted in (settings.topic_model, changelog_topic(settings)):
+        configs[compacted].update(COMPACTED)
+    return configs
 
 
 def ensure_topics(settings: Settings, timeout_ms: int = 30_000) -> dict[str, int]:
-    """Create missing topics; refuse to go on when the clickstream topic exists with another
-    partition count (state would be split across the wrong partitions)."""
+    """Create missing topics (existing ones keep their configs: change those with
+    ``kafka-configs --alter``); refuse to go on when the clickstream topic exists with
+    another partition count (state would be split across the wrong partitions)."""
     specs = topic_specs(settings)
     try:
         admin = KafkaAdminClient(
@@ -59,7 +87,7 @@ def ensure_topics(settings: Settings, timeout_ms: int = 30_000) -> dict[str, int
         existing = set(admin.list_topics())
         configs = topic_configs(settings)
         missing = [
-            NewTopic(name, parts, settings.topic_replication, topic_configs=configs.get(name, {}))
+            NewTopic(name, parts, settings.topic_replication, topic_configs=configs[name])
             for name, parts in specs.items()
             if name not in existing
         ]

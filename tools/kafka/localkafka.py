@@ -8,6 +8,10 @@ project's virtualenv exists. Commands:
     python tools/kafka/localkafka.py stop
     python tools/kafka/localkafka.py status
 
+From Python, ``start()`` returns a :class:`Cluster` whose nodes can be killed
+(``kill_node``), stopped (``stop_node``) and started again on the same port and data
+directory (``start_node``), for fault tests.
+
 The single-broker mode listens on 127.0.0.1:9092 (the project's default bootstrap);
 ``--brokers 3`` starts three combined broker/controller nodes on 9092, 9094 and 9096 with
 replication factor 3, for fault tests. Each broker logs to ``<workdir>/broker-N.log``.
@@ -98,6 +102,8 @@ class Node:
     log_file: Path
     data_dir: Path
     process: subprocess.Popen[bytes] | None = None
+    argv: list[str] = field(default_factory=list)  # the command that starts this node
+    log_offset: int = 0  # where the current run's output starts in log_file
 
 
 @dataclass
@@ -138,12 +144,47 @@ class Cluster:
                 node.process.kill()
                 node.process.wait()
 
-    def kill_node(self, node_id: int) -> None:
-        """Hard-kill one node (for fault tests)."""
+    def node(self, node_id: int) -> Node:
         for node in self.nodes:
-            if node.node_id == node_id and node.process:
-                node.process.kill()
-                node.process.wait()
+            if node.node_id == node_id:
+                return node
+        raise KafkaHarnessError(f"no node {node_id} in this cluster")
+
+    def kill_node(self, node_id: int) -> None:
+        """Hard-kill one node (for fault tests): SIGKILL, no controlled shutdown."""
+        node = self.node(node_id)
+        if node.process:
+            node.process.kill()
+            node.process.wait()
+
+    def stop_node(self, node_id: int, timeout: float = 30.0) -> None:
+        """Stop one node cleanly (SIGTERM: controlled shutdown), SIGKILL after ``timeout``."""
+        node = self.node(node_id)
+        if node.process is None or node.process.poll() is not None:
+            return
+        node.process.terminate()
+        try:
+            node.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            node.process.kill()
+            node.process.wait()
+
+    def start_node(self, node_id: int, timeout: float = 90.0) -> float:
+        """Start a stopped or killed node again on the same ports and data directory;
+        returns once it is ready (seconds it took)."""
+        node = self.node(node_id)
+        if node.process is not None and node.process.poll() is None:
+            raise KafkaHarnessError(f"node {node_id} is still running")
+        if port_open(node.port):
+            raise KafkaHarnessError(f"port {node.port} of node {node_id} is taken")
+        t0 = time.monotonic()
+        _launch(node)
+        try:
+            _wait_ready(Cluster(self.workdir, [node]), t0 + timeout)
+        except BaseException:
+            self.stop_node(node_id, timeout=5)
+            raise
+        return time.monotonic() - t0
 
 
 def _properties(node: Node, nodes: Sequence[Node]) -> str:
@@ -239,14 +280,8 @@ def start(
         if fmt.returncode != 0:
             raise KafkaHarnessError(f"storage format failed:\n{fmt.stdout}\n{fmt.stderr}")
     for node in nodes:
-        props = workdir / f"server-{node.node_id}.properties"
-        with node.log_file.open("wb") as log:
-            node.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-                [*jvm, "kafka.Kafka", str(props)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        node.argv = [*jvm, "kafka.Kafka", str(workdir / f"server-{node.node_id}.properties")]
+        _launch(node)
     try:
         _wait_ready(cluster, t0 + timeout)
     except BaseException:
@@ -254,6 +289,19 @@ def start(
         raise
     cluster.started_seconds = time.monotonic() - t0
     return cluster
+
+
+def _launch(node: Node) -> None:
+    """Start the node's process, its output appended to its log (a restart keeps the
+    earlier run's lines); readiness counts only lines written from now on."""
+    node.log_offset = node.log_file.stat().st_size if node.log_file.exists() else 0
+    with node.log_file.open("ab") as log:
+        node.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            node.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def _wait_ready(cluster: Cluster, deadline: float) -> None:
@@ -266,7 +314,7 @@ def _wait_ready(cluster: Cluster, deadline: float) -> None:
                     f"broker {node.node_id} exited with {node.process.returncode}; "
                     f"log: {node.log_file}\n{cluster.tail_logs()}"
                 )
-            text = node.log_file.read_text(errors="replace") if node.log_file.exists() else ""
+            text = _read_from(node.log_file, node.log_offset)
             if READY_LINE in text and port_open(node.port):
                 pending.remove(node)
         if time.monotonic() > deadline:
@@ -275,6 +323,14 @@ def _wait_ready(cluster: Cluster, deadline: float) -> None:
                 f"{cluster.tail_logs()}"
             )
         time.sleep(0.2)
+
+
+def _read_from(path: Path, offset: int) -> str:
+    if not path.exists():
+        return ""
+    with path.open("rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
 
 
 # --- background mode for `make kafka` -------------------------------------------------
