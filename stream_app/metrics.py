@@ -185,6 +185,13 @@ class Metrics:
             ["state"],
             registry=r,
         )
+        self.partition_stalled = Gauge(
+            "churn_partition_stalled",
+            "1 while an owned clickstream partition has lag and no committed progress for "
+            "STREAM_APP_STALL_TIMEOUT (the consumer is stuck).",
+            ["partition"],
+            registry=r,
+        )
         self.state_writes = Counter(
             "churn_state_writes",
             "User states written to the users table's changelog (once per user per flush).",

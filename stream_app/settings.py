@@ -204,6 +204,18 @@ class Settings(BaseSettings):
         le=65536,
         description="rocksdb:// store: block cache per partition (Faust's default is 2 GiB).",
     )
+    stall_timeout: Duration = Field(
+        120.0,
+        ge=30.0,
+        description="Stall watchdog: an owned partition with lag whose committed offset has "
+        "not moved for this long (outside a rebalance) is stuck: churn_partition_stalled=1 "
+        "and an error log line.",
+    )
+    stall_exit: bool = Field(
+        True,
+        description="When a partition is stuck, stop the worker (gracefully: state flushed, "
+        "offsets committed) so that the orchestrator restarts it and it fetches again.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Worker log level."
     )

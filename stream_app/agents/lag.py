@@ -9,6 +9,9 @@ tell a worker that falls behind from a quiet partition; this can.
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import time
 from typing import Any
 
 import faust
@@ -52,6 +55,12 @@ class LagService(Service):
         self._admin: Any = None
         self._consumer: Any = None
         self._reported: set[int] = set()
+        # Stall watchdog: per owned partition, (committed offset, monotonic time it last
+        # moved). faust-streaming 0.15.3 can leave a partition kept through a rebalance
+        # unfetched (stream_app/faust_fixes.py patches the causes found; this catches any
+        # other): owned, behind, and no commit for STREAM_APP_STALL_TIMEOUT.
+        self._progress: dict[int, tuple[int, float]] = {}
+        self._stalled: set[int] = set()
 
     async def on_start(self) -> None:
         s = self.deps.settings
@@ -93,12 +102,51 @@ class LagService(Service):
             first = await self._consumer.beginning_offsets(tps)
             beginning = {tp.partition: o for tp, o in first.items()}
             lags = lag_by_partition(owned, end, committed, beginning)
+            self.watch(lags, committed, time.monotonic())
         for p, lag in lags.items():
             gauge.labels(str(p)).set(lag)
         for p in self._reported - set(lags):  # moved to another worker: it reports them now
             gauge.remove(str(p))
         self._reported = set(lags)
         return lags
+
+    def watch(self, lags: dict[int, int], committed: dict[int, int], now: float) -> set[int]:
+        """Update the stall watchdog; returns the partitions stalled now. A partition is
+        stalled when it has lag and its committed offset has not moved for
+        ``stall_timeout`` seconds while the group is not rebalancing."""
+        timeout = self.deps.settings.stall_timeout
+        if getattr(self.app, "rebalancing", False):
+            self._progress.clear()  # the clock restarts after every rebalance
+            return set()
+        stalled: set[int] = set()
+        for p, lag in lags.items():
+            offset = committed.get(p, -1)
+            seen = self._progress.get(p)
+            if seen is None or seen[0] != offset or lag == 0:
+                self._progress[p] = (offset, now)
+                continue
+            if now - seen[1] >= timeout:
+                stalled.add(p)
+        for p in set(self._progress) - set(lags):
+            del self._progress[p]
+        gauge = self.deps.metrics.partition_stalled
+        for p in stalled - self._stalled:
+            log.error(
+                "partition %d: assigned to this worker, %d messages behind, and no offset "
+                "committed for %.0f s: the consumer is stuck%s",
+                p,
+                lags[p],
+                timeout,
+                "; stopping the worker so that it restarts and fetches again"
+                if self.deps.settings.stall_exit
+                else "",
+            )
+        for p in set(lags) | self._stalled:
+            gauge.labels(str(p)).set(1 if p in stalled else 0)
+        self._stalled = stalled
+        if stalled and self.deps.settings.stall_exit:
+            os.kill(os.getpid(), signal.SIGTERM)  # graceful: state flushed, offsets committed
+        return stalled
 
 
 def register(app: faust.App, deps: Deps) -> LagService:
