@@ -603,7 +603,10 @@ def demo(args: argparse.Namespace, procs: Processes) -> int:
         bootstrap, tag = external, uuid.uuid4().hex[:8]
         say(f"    Kafka: {bootstrap} (KAFKA_BOOTSTRAP_SERVERS; topics prefixed demo-{tag}.)")
     else:
-        procs.cluster = lk.start(out / "kafka", brokers=1)
+        try:
+            procs.cluster = lk.start(out / "kafka", brokers=1)
+        except lk.KafkaHarnessError as exc:
+            raise DemoError(f"the local Kafka did not start: {exc}") from None
         bootstrap, tag = procs.cluster.bootstrap, None
         pids = ", ".join(str(n.process.pid) for n in procs.cluster.nodes)
         say(
