@@ -547,6 +547,10 @@ def main() -> int:
             say(f"stopped {name}")
 
 
+def f3(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
 def report_only(out: Path, events: Path, t0: float) -> int:
     """The offline half alone: the same file and settings, evaluated in the foreground."""
     env, _ = worker_env("unused:9092", out, None)
@@ -563,9 +567,9 @@ def report_only(out: Path, events: Path, t0: float) -> int:
     say(f"\n=== Offline ({time.monotonic() - t0:.0f} s in all)")
     say(f"events         {s['events']:,} from {s['users']:,} users; {s['labels']:,} labels")
     say(
-        f"AUC            {s['auc']:.3f} vs recency alone {s['auc_recency']:.3f}; on the "
-        f"{s['labels_learned']:,} labels the learned model scored {s['auc_learned']:.3f} vs "
-        f"{s['auc_recency_learned']:.3f}"
+        f"AUC            {f3(s['auc'])} vs recency alone {f3(s['auc_recency'])}; on the "
+        f"{s['labels_learned']:,} labels the learned model scored {f3(s['auc_learned'])} vs "
+        f"{f3(s['auc_recency_learned'])}"
     )
     say(f"interventions  {s['interventions']:,} sent, {s['holdout_decisions']:,} held out")
     say(
