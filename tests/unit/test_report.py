@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ from stream_app.core.policy.uplift import from_counts
 from stream_app.report import interventions_per_day, rolling_auc, uplift_over_time
 
 DAY = 86400.0
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_interventions_are_counted_per_day_by_group_and_action() -> None:
@@ -74,3 +78,23 @@ def test_the_report_shows_interventions_and_uplift(tmp_path: Path) -> None:
         assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     summary = (report / "summary.md").read_text()
     assert "![uplift](uplift.png)" in summary and "![interventions](interventions.png)" in summary
+
+
+def test_the_demo_makes_the_readme_figures_without_kafka(tmp_path: Path) -> None:
+    """`make docs-img` = tools/demo.py --report-only: the demo's file and settings, offline."""
+    out = tmp_path / "docs-img"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STREAM_APP_", "KAFKA_"))}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools/demo.py"), "--report-only"]
+        + ["--users", "300", "--days", "45", "--dir", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Kafka" not in proc.stdout and not (out / "kafka").exists()
+    assert "uplift" in proc.stdout and "AUC" in proc.stdout
+    for name in ("rolling_auc", "calibration", "interventions", "uplift"):
+        assert (out / "report" / f"{name}.png").stat().st_size > 0

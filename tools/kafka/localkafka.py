@@ -82,6 +82,17 @@ def fetch(libs: Path = LIBS, quiet: bool = True) -> Path:
     return libs
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id (22 URL-safe base64 characters). One that starts with '-'
+    would be read by the storage tool as an option (1 start in 64 failed with "argument
+    --cluster-id/-t: expected one argument"), so those are drawn again, as Kafka's own
+    Uuid.randomUuid() does."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -245,7 +256,7 @@ def start(
             Node(i + 1, port, cport, workdir / f"broker-{i + 1}.log", workdir / f"data-{i + 1}")
         )
     cluster = Cluster(workdir, nodes)
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = new_cluster_id()
     classpath = f"{libs}/*"
     jvm = [
         java,
