@@ -28,7 +28,7 @@ kafka-fetch:  ## download the Kafka broker jars with Maven (cached in .kafka/lib
 test: $(STAMP) kafka-fetch  ## run the whole suite (starts its own Kafka unless KAFKA_BOOTSTRAP_SERVERS is set)
 	$(PY) -m pytest -q
 
-test-large: $(STAMP) kafka-fetch  ## a million users on the RocksDB store (make test runs 250,000)
+test-large: $(STAMP) kafka-fetch  ## a million users on the RocksDB store (make test runs 100,000)
 	LARGE_STATE_USERS=1000000 $(PY) -m pytest -q -s tests/integration/test_large_state.py
 
 test-unit: $(STAMP)  ## only the tests that need no broker

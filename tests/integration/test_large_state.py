@@ -17,8 +17,8 @@ from kafka import KafkaProducer
 
 from tests.integration.conftest import Worker, wait_for
 
-# make test runs 250,000 users (about a minute); `make test-large` runs the million.
-USERS = int(os.environ.get("LARGE_STATE_USERS", "250000"))
+# make test runs 100,000 users (about a minute); `make test-large` runs the million.
+USERS = int(os.environ.get("LARGE_STATE_USERS", "100000"))
 
 
 def rss(worker: Worker) -> int:
