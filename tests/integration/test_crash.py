@@ -38,7 +38,11 @@ def test_kill_9_mid_replay_loses_nothing_and_counts_nothing_twice(
     second = start_worker(like=first)
     wait_until_done(second, traffic, 400)
 
-    assert second.metric("churn_events_duplicate_total") > 0  # redeliveries happened
+    # Redelivered events whose state was flushed before the kill are duplicates; those after
+    # the last flush are applied again (their state was lost with the process). Either way
+    # the final state below must equal the offline run. Duplicates are usual but not
+    # certain: a commit right after the last flush leaves none.
+    print(f"\nduplicates after the restart: {second.metric('churn_events_duplicate_total')}")
     # Redelivery is not lateness: no event sent once became a late_event letter.
     assert second.metric("churn_events_invalid_total", reason="late_event") == 0
     letters = read_to_end(kafka_bootstrap, env["STREAM_APP_TOPIC_DLQ"])
