@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -248,6 +249,10 @@ LEARNING_SETTINGS = {
 }
 
 
+# Events per second the fault tests produce at (see Traffic.send).
+PACED_RATE = 2500.0
+
+
 @dataclass
 class Traffic:
     """A generated events file and what the checks need to know about it."""
@@ -274,11 +279,33 @@ class Traffic:
             n += 1
         return cls(path, partitions, n, last, by_part)
 
-    def send(self, bootstrap: str, topic: str) -> int:
-        with ChurnProducer(bootstrap, topic) as prod:
-            sent = int(replay(self.path, prod)["sent"])
-        assert sent == self.events
-        return sent
+    def send(self, bootstrap: str, topic: str, rate: float = PACED_RATE) -> int:
+        """Produce the file at ``rate`` events/s from a background thread and return the
+        number of events it will send. Paced, because the worker applies events faster
+        than a test can poll (a whole 25k-event file in a few seconds): a fault meant for
+        the middle of the replay must find a middle. :func:`wait_until_done` waits for
+        the thread and re-raises what it raised."""
+
+        def run() -> None:
+            try:
+                with ChurnProducer(bootstrap, topic) as prod:
+                    self.sent = int(replay(self.path, prod, rate)["sent"])
+            except BaseException as exc:  # surfaced by wait_until_done
+                self.error = exc
+
+        self.sent, self.error = 0, None
+        self.thread = threading.Thread(target=run, name="traffic", daemon=True)
+        self.thread.start()
+        return self.events
+
+    def wait_sent(self, timeout: float) -> None:
+        thread = getattr(self, "thread", None)
+        if thread is not None:
+            thread.join(timeout)
+            assert not thread.is_alive(), f"traffic still sending after {timeout}s"
+        if getattr(self, "error", None) is not None:
+            raise AssertionError(f"sending the traffic failed: {self.error!r}")
+        assert self.sent == self.events, (self.sent, self.events)
 
     def users_in(self, partitions: Iterable[int]) -> int:
         return sum(len(self.users.get(p, ())) for p in partitions)
@@ -293,6 +320,8 @@ def owned(worker: Worker) -> set[int]:
 def wait_until_done(worker: Worker, traffic: Traffic, timeout: float) -> None:
     """Until ``worker`` reached the last event time of every partition and its counters
     hold still (the changelog writes follow the applied events)."""
+
+    traffic.wait_sent(timeout)
 
     def caught_up() -> bool:
         return all(
