@@ -105,7 +105,9 @@ def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: Path) -> None:
     log = tmp_path / "demo.log"
     with log.open("w") as fh:
         proc = subprocess.Popen(
-            [*DEMO, "--dir", str(tmp_path / "demo"), "--users", "300", "--days", "30"],
+            # The full-size demo: its replay lasts about a minute, so the SIGINT lands in it
+            # (a 300-user demo now ends within the two seconds below).
+            [*DEMO, "--dir", str(tmp_path / "demo"), "--users", "2000", "--days", "60"],
             env=demo_env(),
             stdout=fh,
             stderr=subprocess.STDOUT,
