@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from stream_app.agents.score import partition_for  # noqa: E402
 from stream_app.settings import load_settings  # noqa: E402
+from stream_app.topics import read_to_end  # noqa: E402
 
 WORKER_CORE, DRIVER_CORES = "1", "0"
 
@@ -238,27 +239,6 @@ def measure_recovery(
     return out
 
 
-def topic_records(bootstrap: str, topic: str) -> list[Any]:
-    """Every record of ``topic`` (all partitions, from the start)."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    parts = consumer.partitions_for_topic(topic) or set()
-    tps = [TopicPartition(topic, p) for p in parts]
-    if not tps:
-        consumer.close()
-        return []
-    consumer.assign(tps)
-    consumer.seek_to_beginning(*tps)
-    end = consumer.end_offsets(tps)
-    out: list[Any] = []
-    while any(consumer.position(tp) < end[tp] for tp in tps):
-        for recs in consumer.poll(timeout_ms=1000, max_records=50_000).values():
-            out.extend(recs)
-    consumer.close()
-    return out
-
-
 def run_worker(
     bootstrap: str,
     topic: str,
@@ -320,9 +300,9 @@ def run_worker(
         w.stop()
     recovery = measure_recovery(bootstrap, topic, tag, workdir, store)
     recovery["empty_table_ready_seconds"] = round(empty_ready, 2)
-    changelog = topic_records(bootstrap, f"{tag}-users-changelog")
-    outputs = changelog + topic_records(bootstrap, f"{tag}.decisions")
-    outputs += topic_records(bootstrap, f"{tag}.training")
+    changelog = read_to_end(bootstrap, f"{tag}-users-changelog", 300)
+    outputs = changelog + read_to_end(bootstrap, f"{tag}.decisions", 300)
+    outputs += read_to_end(bootstrap, f"{tag}.training", 300)
     t1 = max(r.timestamp for r in outputs) / 1000.0
     cl_bytes = sum(len(r.key or b"") + len(r.value or b"") for r in changelog)
     return {
@@ -427,7 +407,7 @@ def run_latency(
         w.stop()
     cause = Causes(lines[warm : warm + total], 4, load_settings().allowed_lateness)
     lat: list[float] = []
-    for rec in topic_records(bootstrap, f"{tag}.decisions"):
+    for rec in read_to_end(bootstrap, f"{tag}.decisions", 300):
         i = cause.of(json.loads(rec.value))
         if i is not None and i in sent:
             lat.append(rec.timestamp - sent[i])

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import time
+from typing import Any
 
+from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -107,3 +110,38 @@ def ensure_topics(settings: Settings, timeout_ms: int = 30_000) -> dict[str, int
             f"STREAM_APP_TOPIC_PARTITIONS={settings.topic_partitions}; set them equal"
         )
     return described
+
+
+def read_to_end(
+    bootstrap: str, topic: str, timeout: float = 30.0, settings: Settings | None = None
+) -> list[Any]:
+    """Every record of ``topic`` (all partitions, from the start) up to its end offsets at
+    the time of the call; StreamAppError when that takes longer than ``timeout``. For
+    tools, the benchmark and tests that inspect what the worker wrote; ``settings`` adds
+    their Kafka security options (plaintext without)."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap.split(","),
+        enable_auto_commit=False,
+        group_id=None,
+        check_crcs=False,  # kafka-python's crc32c is pure Python: minutes for 100k messages
+        max_partition_fetch_bytes=8 << 20,
+        **(kafka_python_options(settings) if settings is not None else {}),
+    )
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while any(consumer.position(tp) < end[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise StreamAppError(f"timed out reading {topic} to its end")
+            for msgs in consumer.poll(timeout_ms=500).values():
+                out.extend(msgs)
+        return out
+    finally:
+        consumer.close()

@@ -37,6 +37,8 @@ from typing import IO, Any
 from kafka import KafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from stream_app.topics import read_to_end
+
 ROOT = Path(__file__).resolve().parents[1]
 STREAM_APP = [sys.executable, "-m", "stream_app.cli"]
 START = "2026-01-05T00:00:00Z"  # fixed, so a seed gives the same file on any day
@@ -150,27 +152,6 @@ def consumed(m: Samples) -> int:
     """Messages the worker finished with: applied, dead letters and duplicates."""
     names = ("churn_events_total", "churn_events_invalid_total", "churn_events_duplicate_total")
     return int(sum(total(m, n) for n in names))
-
-
-def read_topic(bootstrap: str, topic: str) -> list[Any]:
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap.split(","), enable_auto_commit=False, group_id=None
-    )
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
-        out: list[Any] = []
-        deadline = time.monotonic() + 30
-        while any(consumer.position(tp) < end[tp] for tp in tps) and time.monotonic() < deadline:
-            for msgs in consumer.poll(timeout_ms=500).values():
-                out.extend(msgs)
-        return out
-    finally:
-        consumer.close()
 
 
 # --- progress -------------------------------------------------------------------------
@@ -382,7 +363,7 @@ def end_offsets(bootstrap: str, topic: str) -> list[int]:
 
 def flagged_user(run: Run) -> tuple[str, dict[str, Any]] | None:
     """The newest treated user on the interventions topic, and their /users view."""
-    msgs = read_topic(run.bootstrap, run.topics["interventions"])
+    msgs = read_to_end(run.bootstrap, run.topics["interventions"])
     for msg in sorted(msgs, key=lambda x: x.timestamp, reverse=True)[:20]:
         user = json.loads(msg.value)["user_id"]
         body = http_get(run.port, f"/users/{user}")
@@ -644,7 +625,7 @@ def demo(args: argparse.Namespace, procs: Processes) -> int:
     m = parse_metrics(metrics_text.decode())
     model = json.loads(http_get(port, "/model") or b"{}")
     (out / "model.json").write_text(json.dumps(model, indent=2))
-    on_topic = len(read_topic(bootstrap, topics["interventions"]))
+    on_topic = len(read_to_end(bootstrap, topics["interventions"]))
     user = flagged_user(run)
     if user is not None:
         (out / f"user-{user[0]}.json").write_text(json.dumps(user[1], indent=2))

@@ -27,6 +27,7 @@ from stream_app.cli import main as cli_main
 from stream_app.offline import EvaluateOptions, Replay
 from stream_app.producer import ChurnProducer, replay
 from stream_app.settings import load_settings
+from stream_app.topics import read_to_end  # noqa: F401 (re-exported for the tests)
 from tests.conftest import _localkafka
 
 free_port = _localkafka().free_port
@@ -203,33 +204,17 @@ def consume_all(
     return out
 
 
-def read_to_end(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Any]:
-    """Every message of ``topic`` up to its end offsets at the time of the call."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap.split(","),
-        enable_auto_commit=False,
-        group_id=None,
-        check_crcs=False,  # kafka-python's crc32c is pure Python: minutes for 100k messages
-        max_partition_fetch_bytes=8 << 20,
-    )
-    try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
-        out: list[Any] = []
-        deadline = time.monotonic() + timeout
-        while any(consumer.position(tp) < end[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out reading {topic} to its end")
-            for msgs in consumer.poll(timeout_ms=500).values():
-                out.extend(msgs)
-        return out
-    finally:
-        consumer.close()
+# Short horizon and intervals, so a few weeks of generated traffic resolve thousands of
+# labels and the live learner publishes snapshots within seconds.
+SHORT_LEARNING = {
+    "horizon": "2d",
+    "snapshot_interval": "12h",
+    "rescore_after": "1d,3d,7d",
+    "min_labels_ready": "200",
+    "snapshot_every": "100",
+    "rolling_window": "400",
+    "snapshot_max_interval": "2s",
+}
 
 
 # --- Fault tests: replay a generated file, let a fault happen, compare with offline ---------

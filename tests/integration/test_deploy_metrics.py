@@ -13,18 +13,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from stream_app.cli import main
 from stream_app.producer import ChurnProducer, replay
 from tests import promql
-from tests.integration.conftest import Worker, wait_for
+from tests.integration.conftest import SHORT_LEARNING, Worker, wait_for
 
 # Short horizon and intervals: labels, snapshots and uplift examples within three weeks.
-SETTINGS = {
-    "horizon": "2d",
-    "snapshot_interval": "12h",
-    "rescore_after": "1d,3d,7d",
-    "min_labels_ready": "200",
-    "snapshot_every": "100",
-    "rolling_window": "400",
-    "snapshot_max_interval": "2s",
-}
+SETTINGS = SHORT_LEARNING
 # A touchy breaker (its gauge only exists once it changed) and a small budget, so spikes are
 # suppressed; a large holdout, so both groups have resolved examples; treated examples
 # skipped by the learner (churn_training_skipped_total gets a series).

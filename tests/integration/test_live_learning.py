@@ -13,18 +13,10 @@ import pytest
 
 from stream_app.cli import main
 from stream_app.producer import ChurnProducer, replay
-from tests.integration.conftest import Worker, read_to_end, wait_for
+from tests.integration.conftest import SHORT_LEARNING, Worker, read_to_end, wait_for
 
 # Short horizon and intervals so three weeks of traffic resolve thousands of labels.
-LEARNING = {
-    "horizon": "2d",
-    "snapshot_interval": "12h",
-    "rescore_after": "1d,3d,7d",
-    "min_labels_ready": "200",
-    "snapshot_every": "100",
-    "rolling_window": "400",
-    "snapshot_max_interval": "2s",
-}
+LEARNING = SHORT_LEARNING
 
 
 def generate(path: Path, users: int, days: int, seed: int) -> Path:
