@@ -4,60 +4,26 @@ put together. Each agent lives in stream_app/agents/, the views in stream_app/we
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
 from typing import Any
 
 import faust
-import msgspec
-from faust.serializers import codecs
 
-from stream_app import faust_fixes, web
+from stream_app import web
 from stream_app.agents import lag, learner, model_sync, score
-from stream_app.agents.user_cache import UserCache
 from stream_app.core.engine import Engine
-from stream_app.core.features import UserState
+from stream_app.kafka.send import partition_for
 from stream_app.metrics import Metrics
+from stream_app.runtime import faust_fixes
+from stream_app.runtime.batches import BatchTransport
+from stream_app.runtime.committer import WriteFailed
+from stream_app.runtime.table import UserStateCodec, UserTable, rocksdb_options
+from stream_app.runtime.user_cache import UserCache
 from stream_app.security import faust_credentials
 from stream_app.settings import Settings
 from stream_app.wiring import Deps, Topics
 
-
-class UserStateCodec(codecs.Codec):
-    """Table values as JSON (never pickle): the changelog is readable and safe to load."""
-
-    def _dumps(self, obj: Any) -> bytes:
-        # msgspec writes the same compact JSON as json.dumps, about 4x faster (this runs
-        # once per changed user per write-back flush).
-        return _encode_json(obj.to_dict())
-
-    def _loads(self, s: bytes) -> Any:
-        return UserState.from_dict(json.loads(s))
-
-
-_encode_json = msgspec.json.Encoder().encode
-codecs.register("userstate", UserStateCodec())
-
-
-class UserTable(faust.Table):  # type: ignore[type-arg]
-    """The users table. Faust builds a table's changelog topic with a codec derived from
-    value_type (a Record, else json) before we can set ours, so changelog messages come
-    back from recovery as plain JSON dicts: turn them back into UserState here."""
-
-    def _to_value(self, v: Any) -> Any:
-        return UserState.from_dict(v) if isinstance(v, dict) else v
-
-
-def rocksdb_options(settings: Settings) -> dict[str, Any]:
-    """Memory bounds of the RocksDB store, per partition (Faust's defaults allow 2 GiB of
-    block cache and 192 MiB of memtables to each partition's database)."""
-    mib = 1 << 20
-    return {
-        "driver": "rocksdict",
-        "write_buffer_size": settings.rocksdb_write_buffer_mb * mib,
-        "max_write_buffer_number": 2,
-        "block_cache_size": settings.rocksdb_block_cache_mb * mib,
-        "block_cache_compressed_size": 0,
-    }
+log = logging.getLogger(__name__)
 
 
 class ChurnApp(faust.App):
@@ -77,20 +43,29 @@ class ChurnApp(faust.App):
         self.sensors.add(faust.Sensor())
         return services
 
+    def _new_transport(self) -> Any:
+        """Faust's aiokafka transport, whose consumer hands the clickstream over in batches
+        (runtime/batches.py)."""
+        return BatchTransport(self.conf.broker_consumer, self)
+
     async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
-        """Faust waits here, on a rebalance and on shutdown, until every message a stream
-        took is acked. The score agent acks only after a write-back flush
-        (agents/score.py Committer), and on shutdown its flush timer has already stopped:
-        keep flushing while Faust waits, so the wait ends and nothing applied is left
-        unwritten."""
+        """Faust waits here, on a rebalance and on shutdown, until every batch taken is
+        released. The committer releases a batch only after a flush confirmed its writes
+        (runtime/committer.py), and on shutdown the flush timer has already stopped: keep
+        flushing while Faust waits, so the wait ends and nothing applied is left unwritten.
+        A refused write releases everything without offsets and stops the flushing."""
         committer = getattr(self, "deps", None) and self.deps.committer
         if committer is None:
             return await super()._consumer_wait_empty(consumer, logger)
         waiter = asyncio.ensure_future(super()._consumer_wait_empty(consumer, logger))
         while not waiter.done():
-            await committer.flush()
+            try:
+                await committer.flush()
+            except WriteFailed:
+                log.error("not flushing on %s: a write was refused", "shutdown or rebalance")
+                break
             await asyncio.wait([waiter], timeout=0.05)
-        return waiter.result()
+        return await waiter
 
 
 def create_app(settings: Settings, metrics: Metrics | None = None) -> ChurnApp:
@@ -165,7 +140,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> ChurnApp:
         users,
         encode=codec._dumps,
         decode=codec._loads,
-        partition_of=lambda uid: score.partition_for(uid.encode(), settings.topic_partitions),
+        partition_of=lambda uid: partition_for(uid.encode(), settings.topic_partitions),
         capacity=settings.state_cache_users,
     )
 

@@ -174,7 +174,8 @@ class Metrics:
         )
         self.process_seconds = Histogram(
             "churn_process_seconds",
-            "Time to handle one message in the score agent.",
+            "Time to handle one clickstream message (a batch's time over its records, observed "
+            "once per batch).",
             buckets=(1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1.0),
             registry=r,
         )
@@ -199,7 +200,20 @@ class Metrics:
         )
         self.flushes = Counter(
             "churn_state_flushes",
-            "Write-back flushes of user state (after each, the batch's events are acked).",
+            "Write-back flushes: the broker confirmed every record of the flushed batches, "
+            "whose offsets then became committable.",
+            registry=r,
+        )
+        self.write_failures = Counter(
+            "churn_write_failures",
+            "Records the broker refused (state, outputs): each stops the worker before any "
+            "offset passes it.",
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "churn_batch_records",
+            "Records per clickstream batch applied by the score service.",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000),
             registry=r,
         )
 

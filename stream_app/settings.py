@@ -176,14 +176,21 @@ class Settings(BaseSettings):
         gt=0,
         le=60.0,
         description="Write-back of user state: every this often, each user changed since "
-        "the last flush is written once to the users table's changelog, and only then are "
-        "the events that changed them acked (offsets commit after that). A crash redoes "
-        "at most this much work.",
+        "the last flush is written once to the users table's changelog; once the broker "
+        "confirmed those writes and every other record the flushed events caused, their "
+        "offsets become committable. A crash redoes at most this much work.",
     )
     state_flush_events: int = Field(
         20_000,
         ge=1,
-        description="Flush user state early once this many events wait to be acked.",
+        description="Flush user state early once this many applied events wait for it.",
+    )
+    batch_max_records: int = Field(
+        2_000,
+        ge=1,
+        le=100_000,
+        description="Clickstream records the score service applies as one batch (the "
+        "records of one partition from one fetch, split at this size).",
     )
     state_cache_users: int = Field(
         100_000,

@@ -15,8 +15,8 @@ from typing import Any
 import aiohttp
 import faust
 
-from stream_app.agents.score import partition_for
 from stream_app.core.features import UserState
+from stream_app.kafka.send import partition_for
 from stream_app.metrics import CONTENT_TYPE
 from stream_app.wiring import Deps
 

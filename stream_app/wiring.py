@@ -12,8 +12,9 @@ from stream_app.settings import Settings
 if TYPE_CHECKING:
     from stream_app.agents.learner import LearnerService
     from stream_app.agents.model_sync import ModelSync, ModelSyncService
-    from stream_app.agents.score import Committer, ScoreHandler
-    from stream_app.agents.user_cache import UserCache
+    from stream_app.agents.score import ScoreHandler, ScoreService
+    from stream_app.runtime.committer import Committer
+    from stream_app.runtime.user_cache import UserCache
 
 
 @dataclass
@@ -51,7 +52,7 @@ class Deps:
     cache: UserCache | None = None  # write-back cache in front of ``users`` (score agent)
     committer: Committer | None = None
     score: ScoreHandler | None = None
-    score_agent: Any = None
+    score_service: ScoreService | None = None
     model: ModelSync | None = None
     model_service: ModelSyncService | None = None
     learner: LearnerService | None = None

@@ -1,8 +1,10 @@
-"""The score agent: decode, route, dedupe, run the engine, say what to send.
+"""The score service: decode, route, dedupe, run the engine, say what to send.
 
 ``ScoreHandler.handle`` is synchronous and does no I/O: it returns the messages to send, so
-the Faust agent (:func:`register`) stays a thin loop and this stays testable without a
-broker.
+it is testable without a broker. :func:`register` runs it over whole clickstream batches
+taken beneath Faust's Stream API (runtime/batches.py), sends what it returns, and hands
+each batch to the committer (runtime/committer.py), which releases its offsets only once
+the broker confirmed every record the batch caused.
 """
 
 from __future__ import annotations
@@ -11,20 +13,17 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections import Counter
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
-from faust.types import TP
-from kafka.partitioner.default import murmur2
-from pydantic import ValidationError
 
-from schemas.erasure import ERASED, NOT_ERASED, ErasureAudit, ErasureRequest
 from schemas.events import EventView
-from schemas.outputs import DeadLetterReason, TrainingExample
-from stream_app.agents.user_cache import UserCache
+from schemas.outputs import TrainingExample
+from stream_app.agents import erasure
 from stream_app.core.engine import Engine, StepResult
 from stream_app.core.features import UserState
 from stream_app.core.labels import Label
@@ -36,24 +35,16 @@ from stream_app.core.policy import (
 )
 from stream_app.core.timers import PartitionClock
 from stream_app.ingest import Decoder, Rejection, Source, dead_letter
+from stream_app.kafka.send import Send, changelog_sender, partition_for, sender
 from stream_app.metrics import Metrics
-from stream_app.wiring import Deps, Topics
+from stream_app.runtime.batches import Batch, BatchConsumer, BatchSink
+from stream_app.runtime.committer import Committer, WriteFailed
+from stream_app.runtime.user_cache import UserCache
+from stream_app.wiring import Deps
 
 log = logging.getLogger(__name__)
 
-
-def partition_for(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default (murmur2) partitioner picks for ``key``; what Java,
-    kafka-python and aiokafka producers do for a keyed message."""
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    topic: str  # role in wiring.Topics: dlq, clickstream (re-route), training, model, decisions...
-    key: bytes | None
-    value: bytes
-    partition: int | None = None
+__all__ = ["Outcome", "ScoreHandler", "Send", "label_message", "partition_for", "register"]
 
 
 @dataclass(slots=True)
@@ -101,6 +92,7 @@ class ScoreHandler:
         self.dlq_payload_bytes = dlq_payload_bytes
         self.wall_clock = wall_clock
         self.clocks: dict[int, PartitionClock] = {}
+        self.letters = LetterLog()
         # Policy budget and breaker per partition: kept when clocks are rebuilt, so a
         # rebalance in this process does not refill a spent budget.
         self.guards: dict[int, PartitionGuard] = {}
@@ -142,11 +134,11 @@ class ScoreHandler:
     ) -> Outcome:
         raw = value or b""
         if value is None:
-            return self._reject(raw, TOMBSTONE, self._source(partition, offset, key), None)
+            return self.reject(raw, TOMBSTONE, self._source(partition, offset, key), None)
         decoded = self.decoder.decode(raw)
         if decoded.rejection is not None:
             source = self._source(partition, offset, key)
-            return self._reject(raw, decoded.rejection, source, None)
+            return self.reject(raw, decoded.rejection, source, None)
         event = decoded.event
         assert event is not None
         uid_bytes = event.user_id.encode()
@@ -166,7 +158,7 @@ class ScoreHandler:
         clock = self.clock_for(store, partition)
         result = self.engine.process(store, clock, event, decoded.ts, offset)
         if result.status == "late":
-            return self._reject(
+            return self.reject(
                 raw,
                 Rejection(
                     "late_event",
@@ -200,62 +192,22 @@ class ScoreHandler:
             self._breaker(partition, clock.guard)
         return Outcome("applied", sends)
 
-    def erase(
-        self,
-        store: MutableMapping[str, UserState],
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        topic: str,
-    ) -> Outcome:
-        """An erasure request (schemas/erasure.py) from ``topic``: forget the user's state
-        (open training examples, timers and policy state live in it) and return the audit
-        record to publish once the tombstone is written. Bad requests are dead letters."""
-        source = Source(topic, partition, offset, key)
-        raw = value or b""
-        if value is None:
-            return self._reject(raw, TOMBSTONE, source, None)
-        if len(raw) > self.decoder.max_bytes:
-            detail = f"{len(raw)} bytes > {self.decoder.max_bytes}"
-            return self._reject(raw, Rejection("too_large", None, detail), source, None)
-        try:
-            request = ErasureRequest.model_validate_json(raw)
-        except ValidationError as exc:
-            return self._reject(raw, erasure_rejection(exc), source, None)
-        uid_bytes = request.user_id.encode()
-        expected = partition_for(uid_bytes, self.partitions)
-        if key != uid_bytes or partition != expected:
-            self.metrics.rerouted.inc()
-            return Outcome("rerouted", [Send("erasure", uid_bytes, raw, expected)])
-        if isinstance(store, UserCache):
-            found = store.erase(request.user_id)
-        else:
-            found = store.pop(request.user_id, None) is not None
-        self._partition_of.pop(uid_bytes, None)
-        self.metrics.erasures.labels("found" if found else "unknown").inc()
-        log.info(
-            "erasure request %s carried out (state found: %s) partition=%s offset=%s",
-            request.request_id,
-            found,
-            partition,
-            offset,
-        )
-        audit = ErasureAudit(
-            request_id=request.request_id,
-            user_id=request.user_id,
-            requested_at=request.requested_at,
-            requested_by=request.requested_by,
-            erased_at=datetime.fromtimestamp(self.wall_clock(), tz=UTC),
-            found=found,
-            erased=list(ERASED) if found else [],
-            not_erased=list(NOT_ERASED),
-            partition=partition,
-            offset=offset,
-        )
-        return Outcome(
-            "erased", [Send("erasure_audit", uid_bytes, audit.model_dump_json().encode())]
-        )
+    def handle_batch(
+        self, store: MutableMapping[str, UserState], partition: int, records: Sequence[Any]
+    ) -> list[Send]:
+        """:meth:`handle` over one partition's records (aiokafka ``ConsumerRecord``), in
+        offset order; what they ask to send, in that order."""
+        sends: list[Send] = []
+        handle = self.handle
+        for rec in records:
+            out = handle(store, partition, rec.offset, rec.key, rec.value)
+            if out.sends:
+                sends += out.sends
+        return sends
+
+    def forget(self, user_id: bytes) -> None:
+        """Drop what the handler caches of an erased user."""
+        self._partition_of.pop(user_id, None)
 
     def _decided(self, out: DecisionOut) -> list[Send]:
         """The audit record always; the intervention for treatment only (keyed by user)."""
@@ -317,9 +269,10 @@ class ScoreHandler:
         for lab in result.labels:
             m.labels.labels(str(lab.label)).inc()
 
-    def _reject(
+    def reject(
         self, raw: bytes, rejection: Rejection, source: Source, event: EventView | None
     ) -> Outcome:
+        """A dead letter for ``raw``, counted, and logged through :class:`LetterLog`."""
         self.metrics.invalid.labels(rejection.reason).inc()
         hints = None
         if event is None and rejection.reason not in _NO_HINTS:
@@ -337,224 +290,169 @@ class ScoreHandler:
             event=event,
             hints=hints,
         )
-        log.warning(
-            "dead letter %s field=%s topic=%s partition=%s offset=%s",
-            rejection.reason,
-            rejection.field,
-            source.topic,
-            source.partition,
-            source.offset,
-        )
+        self.letters.note(rejection, source, self.wall_clock())
         return Outcome("invalid", [Send("dlq", source.key, letter.model_dump_json().encode())])
 
 
-class Committer:
-    """Makes a batch of applied events durable, then acks them.
+class LetterLog:
+    """Dead letters in the log without one line each: the first of each reason is logged
+    with its topic, partition and offset at WARNING; the rest are counted and summed up in
+    one line at most every ``every`` seconds. ``churn_events_invalid_total`` stays exact
+    (the DLQ topic holds every letter)."""
 
-    Events are applied to the write-back cache (user_cache.py) and their outputs sent at
-    once; their messages stay unacked. ``flush`` writes every dirty user once to the
-    changelog and only then acks the batch's messages, so Faust never commits an offset
-    whose effects are not in the producer ahead of the commit (Faust flushes the producer
-    before it commits). It runs every ``interval`` seconds (a timer, also while the stream
-    is idle, and so during a rebalance, whose ``wait_empty`` waits for these acks) and
-    whenever ``max_events`` wait."""
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self.seen: set[str] = set()
+        self.pending: Counter[str] = Counter()
+        self.since = 0.0
 
-    def __init__(
-        self,
-        cache: UserCache,
-        send_changelog: Callable[[str, int, bytes | None], Awaitable[Any]],
-        metrics: Metrics,
-        interval: float,
-        max_events: int,
-        after_flush: Callable[[], None] = lambda: None,
-    ) -> None:
-        self.after_flush = after_flush
-        self.cache = cache
-        self.send_changelog = send_changelog
-        self.metrics = metrics
-        self.interval = interval
-        self.max_events = max_events
-        self.pending: list[Any] = []  # events applied since the last flush, unacked
-        self.last = time.monotonic()
-        self._lock = asyncio.Lock()
-
-    def due(self) -> bool:
-        return bool(self.pending or self.cache.dirty) and (
-            len(self.pending) >= self.max_events or time.monotonic() - self.last >= self.interval
-        )
-
-    async def flush(self, after_writes: Callable[[], Awaitable[Any]] | None = None) -> None:
-        """Write dirty users, then ``after_writes`` (sends that must follow the state, like
-        an erasure's audit record), then ack."""
-        async with self._lock:
-            self.last = time.monotonic()
-            events, self.pending = self.pending, []
-            rows = self.cache.take_dirty()
-            for uid, partition, payload in rows:
-                await self.send_changelog(uid, partition, payload)
-            if after_writes is not None:
-                await after_writes()
-            for event in events:
-                event.ack()
-            if rows:
-                self.metrics.state_writes.inc(len(rows))
-            self.metrics.flushes.inc()
-            self.after_flush()
-
-
-def erasure_rejection(exc: ValidationError) -> Rejection:
-    """The dead-letter reason of an erasure request pydantic refused."""
-    err = exc.errors(include_url=False)[0]
-    field_name = ".".join(str(p) for p in err.get("loc", ())) or None
-    kind = err.get("type", "")
-    reason: DeadLetterReason
-    if kind == "json_invalid":
-        reason = "invalid_json"
-    elif kind == "missing":
-        reason = "missing_field"
-    elif kind in ("model_type", "model_attributes_type") and field_name is None:
-        reason = "not_an_object"
-    else:
-        reason = "invalid_field"
-    return Rejection(reason, field_name, f"erasure request: {err.get('msg', kind)}")
-
-
-def sender(deps: Deps) -> Callable[[Send], Awaitable[Any]]:
-    """Send one handler output to the topic of its role, straight to the producer (the
-    message is in the producer's buffer when this returns; Faust flushes the producer
-    before it commits offsets)."""
-    app, topics = deps.app, deps.topics
-    names = {role: topics.by_name(role).get_topic_name() for role in Topics.roles()}
-
-    async def send(out: Send) -> Any:
-        return await app.producer.send(
-            names[out.topic], out.key, out.value, out.partition, None, None
-        )
-
-    return send
-
-
-def changelog_sender(deps: Deps) -> Callable[[str, int, bytes | None], Awaitable[Any]]:
-    """Write one user's state (or a tombstone) to the users table's changelog partition."""
-    app, table = deps.app, deps.users
-    topic = table.changelog_topic.get_topic_name()
-    # Keys encoded as the table encodes them (recovery decodes them with the table's codec).
-    dumps_key, key_type, key_serializer = (
-        app.serializers.dumps_key,
-        table.key_type,
-        table.key_serializer,
-    )
-
-    def store_offsets(tp: TP, offset: int) -> None:  # rocksdb: where recovery resumes
-        table.data.set_persisted_offset(tp, offset)
-
-    def persisted(fut: Any) -> None:
-        if not fut.cancelled() and fut.exception() is None:
-            meta = fut.result()
-            store_offsets(TP(meta.topic, meta.partition), meta.offset)
-
-    async def send(user_id: str, partition: int, payload: bytes | None) -> Any:
-        key = dumps_key(key_type, user_id, serializer=key_serializer)
-        fut = await app.producer.send(topic, key, payload, partition, None, None)
-        fut.add_done_callback(persisted)
-        return fut
-
-    return send
-
-
-def register(app: faust.App, deps: Deps) -> Any:
-    """The score agent on the clickstream topic; returns the Faust agent."""
-    settings = deps.settings
-    handler = ScoreHandler(
-        deps.engine,
-        Decoder.from_settings(settings),
-        deps.metrics,
-        settings.topic_partitions,
-        settings.topic_clickstream,
-        settings.dlq_payload_bytes,
-    )
-    metrics, send = deps.metrics, sender(deps)
-    cache = deps.cache
-    assert cache is not None, "create_app builds the cache before the agents"
-    committer = Committer(
-        cache,
-        changelog_sender(deps),
-        metrics,
-        settings.state_flush_interval,
-        settings.state_flush_events,
-        after_flush=handler.publish_gauges,
-    )
-
-    # concurrency stays 1: >1 can commit offsets past unprocessed messages. Nothing may be
-    # awaited before the stream is iterated: awaiting the model sync there left some
-    # partitions unfetched after a restart in 2 of 4 runs (test_restart.py); the worker
-    # loads the newest model before Faust starts instead (agents/model_sync.preload).
-    # One agent reads the clickstream and the erasure topic (co-partitioned: same partition
-    # count, same key), so a user's erasure is applied in order with their events.
-    erasure_topic = settings.topic_erasure
-    channel = app.topic(
-        settings.topic_clickstream,
-        erasure_topic,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.topic_partitions,
-    )
-
-    async def erase(event: Any) -> None:
-        msg = event.message
-        outcome = handler.erase(cache, msg.partition, msg.offset, msg.key, msg.value, erasure_topic)
-        committer.pending.append(event)
-        if outcome.status != "erased":
-            for out in outcome.sends:
-                await send(out)
+    def note(self, rejection: Rejection, source: Source, now: float) -> None:
+        reason = rejection.reason
+        if reason not in self.seen:
+            self.seen.add(reason)
+            log.warning(
+                "dead letter %s field=%s topic=%s partition=%s offset=%s (later %s letters "
+                "are summed up every %.0f s; all are on the dead-letter topic)",
+                reason,
+                rejection.field,
+                source.topic,
+                source.partition,
+                source.offset,
+                reason,
+                self.every,
+            )
+            self.since = self.since or now
             return
+        self.pending[reason] += 1
+        self.flush(now)
 
-        async def audit() -> None:
-            for out in outcome.sends:
-                await send(out)
+    def flush(self, now: float, force: bool = False) -> None:
+        if not self.pending or (not force and now - self.since < self.every):
+            return
+        counts = ", ".join(f"{r} {n}" for r, n in self.pending.most_common())
+        log.warning("dead letters in the last %.0f s: %s", now - self.since, counts)
+        self.pending.clear()
+        self.since = now
 
-        # The tombstone, then the audit, then the ack; then commit at once, so no event
-        # applied before the erasure is redelivered after it (and re-creates the user).
-        await committer.flush(after_writes=audit)
-        await app.consumer.commit()
 
-    @app.agent(channel, name="score", concurrency=1)
-    async def score(stream: Any) -> None:
-        cache.bind()
-        handle, pending = handler.handle, committer
-        async for event in stream.noack().events():
-            msg = event.message
-            if msg.topic == erasure_topic:
-                await erase(event)
-                continue
-            t0 = time.perf_counter()
-            try:
-                outcome = handle(cache, msg.partition, msg.offset, msg.key, msg.value)
-            except Exception:
-                log.exception(
-                    "unexpected error topic=%s partition=%s offset=%s",
-                    msg.topic,
-                    msg.partition,
-                    msg.offset,
-                )
-                raise
-            for out in outcome.sends:
-                await send(out)
-            pending.pending.append(event)
-            metrics.process_seconds.observe(time.perf_counter() - t0)
-            if len(pending.pending) >= pending.max_events:
-                await committer.flush()
+class ScoreService:
+    """The score loop of one worker: its partitions' batches, in the order fetched (each
+    partition's records in offset order), applied through :class:`ScoreHandler`; their
+    sends go out at once and the committer releases their offsets once all are
+    confirmed."""
 
-    @app.timer(interval=max(settings.state_flush_interval / 2, 0.01))  # type: ignore[untyped-decorator]
-    async def flush_state() -> None:
-        if committer.due():
+    def __init__(self, app: faust.App, deps: Deps) -> None:
+        settings, metrics, cache = deps.settings, deps.metrics, deps.cache
+        assert cache is not None, "create_app builds the cache before the agents"
+        self.app, self.cache, self.metrics = app, cache, metrics
+        self.handler = ScoreHandler(
+            deps.engine,
+            Decoder.from_settings(settings),
+            metrics,
+            settings.topic_partitions,
+            settings.topic_clickstream,
+            settings.dlq_payload_bytes,
+        )
+        self.erasures = erasure.ErasureHandler(self.handler, settings.topic_erasure)
+        self.send = sender(deps)
+        self.committer = Committer(
+            cache,
+            changelog_sender(deps),
+            lambda: app.consumer,
+            metrics,
+            settings.state_flush_interval,
+            settings.state_flush_events,
+            after_flush=self.handler.publish_gauges,
+        )
+        self.sink = BatchSink(
+            frozenset({settings.topic_clickstream, settings.topic_erasure}),
+            max_records=settings.batch_max_records,
+        )
+        self.flush_every = max(settings.state_flush_interval / 2, 0.01)
+
+    async def apply(self, batch: Batch) -> None:
+        """Apply one batch and send what it caused; flush early when enough wait."""
+        tp, committer = batch.tp, self.committer
+        if tp.topic == self.erasures.topic:
+            await self.erasures.apply(self.cache, batch, self.send, committer)
+            return
+        t0 = time.perf_counter()
+        try:
+            sends = self.handler.handle_batch(self.cache, tp.partition, batch.records)
+        except Exception:
+            log.exception(
+                "unexpected error topic=%s partition=%s offsets=%s..%s",
+                tp.topic,
+                tp.partition,
+                batch.records[0].offset,
+                batch.records[-1].offset,
+            )
+            raise
+        send = self.send
+        committer.add(batch, [await send(out) for out in sends])
+        n = len(batch.records)
+        self.metrics.process_seconds.observe((time.perf_counter() - t0) / n)
+        self.metrics.batch_size.observe(n)
+        if committer.events >= committer.max_events:
             await committer.flush()
 
+    async def run(self) -> None:
+        """Take batches until the worker stops; a refused write or an unexpected error
+        stops the worker (nothing after it is committed)."""
+        app = self.app
+        self.cache.bind()
+        queue, consumer = self.sink.queue, app.consumer
+        assert isinstance(consumer, BatchConsumer)
+        try:
+            while True:
+                batch = await queue.get()
+                if not consumer.flow_active or batch.generation != app.consumer_generation_id:
+                    self.committer.drop(batch)  # a rebalance: fetched again from the commit
+                    continue
+                await self.apply(batch)
+        except Exception as exc:
+            await app.crash(exc)
+            if not isinstance(exc, WriteFailed):
+                raise
+
+    async def flush_on_time(self) -> None:
+        """Flush on time also while no batch comes (a quiet stream, a rebalance)."""
+        handler, committer = self.handler, self.committer
+        while True:
+            await asyncio.sleep(self.flush_every)
+            handler.letters.flush(handler.wall_clock())
+            if committer.due():
+                try:
+                    await committer.flush()
+                except WriteFailed as exc:
+                    await self.app.crash(exc)
+                    return
+
+
+def register(app: faust.App, deps: Deps) -> ScoreService:
+    """The score service on the clickstream and erasure topics."""
+    settings = deps.settings
+    service = ScoreService(app, deps)
+    # Both topics are read as batches beneath Faust's Stream API (runtime/batches.py); the
+    # conductor must still subscribe to them (and count them as acking topics).
+    app.batch_sink = service.sink  # type: ignore[attr-defined]
+    app.topics.add(
+        app.topic(
+            settings.topic_clickstream,
+            settings.topic_erasure,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.topic_partitions,
+        )
+    )
+
     async def _assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        handler.reset_clocks()
+        service.handler.reset_clocks()
 
     app.on_partitions_assigned.connect(_assigned)
-    deps.score, deps.score_agent, deps.committer = handler, score, committer
-    return score
+    app.task(service.run)
+    app.task(service.flush_on_time)
+    deps.score, deps.score_service, deps.committer = service.handler, service, service.committer
+    return service

@@ -1,7 +1,8 @@
-"""The Faust score agent in Faust's test context (no broker): what it sends where.
+"""The score service without a broker: what it sends where, and when offsets are released.
 
-``Topic.send`` is not stubbed by ``test_context()``, so it is patched to record the target
-topic of every send.
+Batches are built as the batch consumer (runtime/batches.py) builds them; the producer's
+``send`` is patched to record every send and to return a delivery future the test
+controls (acknowledged at once unless a test holds it back).
 """
 
 from __future__ import annotations
@@ -10,15 +11,19 @@ import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, NamedTuple
 from unittest.mock import patch
 
 import faust
 import pytest
 from faust.transport.drivers.aiokafka import Producer as AIOKafkaProducer
+from faust.types import TP
 
-from stream_app.agents.score import partition_for
+from stream_app.agents.erasure import ErasureHandler
 from stream_app.app import create_app, wiring
+from stream_app.kafka.send import partition_for
+from stream_app.runtime.batches import Batch
 from stream_app.settings import load_settings
 
 PARTITIONS = 8
@@ -54,6 +59,22 @@ def app(tmp_path: Path) -> faust.App:
     return app
 
 
+class Record(NamedTuple):
+    """The fields of an aiokafka ConsumerRecord the service reads."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def acked(topic: str, partition: int | None) -> asyncio.Future[Any]:
+    fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    fut.set_result(SimpleNamespace(topic=topic, partition=partition or 0, offset=0))
+    return fut
+
+
 @pytest.fixture
 def sent() -> Iterator[list[tuple[str, bytes | None, bytes, int | None]]]:
     calls: list[tuple[str, bytes | None, bytes, int | None]] = []
@@ -66,22 +87,38 @@ def sent() -> Iterator[list[tuple[str, bytes | None, bytes, int | None]]]:
         partition: int | None,
         timestamp: float | None,
         headers: Any,
-    ) -> asyncio.Future[None]:
+    ) -> asyncio.Future[Any]:
         if not topic.endswith("-changelog"):
             calls.append((topic, key, value, partition))
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        return fut
+        return acked(topic, partition)
 
-    # The score agent hands its sends straight to the producer (agents/score.py sender).
+    # The service hands its sends straight to the producer (kafka/send.py sender).
     with patch.object(AIOKafkaProducer, "send", new=record):
         yield calls
 
 
+def batches(
+    messages: list[tuple[bytes | None, bytes, int]], topic: str = "clickstream"
+) -> list[Batch]:
+    """One batch per message, with each partition's offsets counting from 0."""
+    offsets: dict[int, int] = {}
+    out = []
+    for key, value, partition in messages:
+        offset = offsets[partition] = offsets.get(partition, -1) + 1
+        tp = TP(topic, partition)
+        out.append(Batch(tp, [Record(topic, partition, offset, key, value)], generation=0))
+    return out
+
+
 def run(app: faust.App, messages: list[tuple[bytes | None, bytes, int]]) -> None:
+    service = wiring(app).score_service
+    assert service is not None
+
     async def go() -> None:
-        async with wiring(app).score_agent.test_context() as agent:
-            for key, value, partition in messages:
-                await agent.put(key=key, value=value, partition=partition)
+        service.cache.bind()
+        for batch in batches(messages):
+            await service.apply(batch)
+        await service.committer.flush()
 
     asyncio.run(go())
 
@@ -162,14 +199,19 @@ def test_a_tombstone_is_its_own_dead_letter_not_invalid_json(
     assert reasons == ["tombstone", "invalid_json"]
 
 
-def test_state_is_written_once_per_user_per_flush_and_acked_only_after(app: faust.App) -> None:
+def test_state_is_written_once_per_user_per_flush_and_offsets_released_only_after(
+    app: faust.App,
+) -> None:
     """Write-back: three events of one user and one of another make two changelog writes
-    at the flush, and no message is acked before it (agents/score.py Committer)."""
+    at the flush, and no offset is released before the broker acknowledged them."""
     writes: list[tuple[str, bytes | None, bytes | None, int | None]] = []
+    held: list[asyncio.Future[Any]] = []
 
     async def record(self: Any, topic: str, key: Any, value: Any, partition: Any, *a: Any) -> Any:
         writes.append((topic, key, value, partition))
-        return asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        held.append(fut)
+        return fut
 
     u, v = user_on(0), user_on(2)
     msgs = [
@@ -179,18 +221,32 @@ def test_state_is_written_once_per_user_per_flush_and_acked_only_after(app: faus
         (u.encode(), event(u, "2026-01-05T12:02:00Z", "purchase", revenue=3.0), 0),
     ]
     w = wiring(app)
-    committer = w.committer
-    assert committer is not None
+    service = w.score_service
+    assert service is not None
+    committer = service.committer
+    consumer = app.consumer
 
     async def go() -> None:
-        async with w.score_agent.test_context() as agent:
-            for key, value, partition in msgs:
-                await agent.put(key=key, value=value, partition=partition)
-            pending = list(committer.pending)
-            assert len(pending) == 4 and not any(e.message.acked for e in pending)
-            assert [t for t, *_ in writes if t.endswith("-changelog")] == []
-            await committer.flush()
-            assert all(e.message.acked for e in pending) and committer.pending == []
+        service.cache.bind()
+        pending = batches(msgs)
+        for batch in pending:
+            consumer._unacked_messages.add(batch)
+            await service.apply(batch)
+        assert not any(b.acked for b in pending)
+        assert [t for t, *_ in writes if t.endswith("-changelog")] == []
+        flush = asyncio.ensure_future(committer.flush())
+        await asyncio.sleep(0.05)
+        # The changelog writes are out, but unconfirmed: nothing is committable yet.
+        assert len([t for t, *_ in writes if t.endswith("-changelog")]) == 2
+        assert not flush.done() and not any(b.acked for b in pending)
+        assert consumer._acked.get(TP("clickstream", 0), []) == []
+        for fut in held:
+            fut.set_result(SimpleNamespace(topic="t", partition=0, offset=0))
+        await flush
+        assert all(b.acked for b in pending) and committer.batches == []
+        assert sorted(consumer._acked[TP("clickstream", 0)]) == [0, 1, 2]
+        assert consumer._acked[TP("clickstream", 2)] == [0]
+        assert not consumer._unacked_messages
 
     with patch.object(AIOKafkaProducer, "send", new=record):
         asyncio.run(go())
@@ -201,6 +257,44 @@ def test_state_is_written_once_per_user_per_flush_and_acked_only_after(app: faus
     state_u = json.loads(next(val for k, val, _ in changelog if k == json.dumps(u).encode()))
     assert state_u["et"] == 3 and state_u["pt"] == 1  # the state after all three events
     assert w.metrics.state_writes._value.get() == 2
+
+
+def test_a_refused_write_releases_no_offset_and_stops_flushing(app: faust.App) -> None:
+    """A send the broker refuses (here: a record too large) fails the flush with
+    WriteFailed; the batch is released without its offsets, so Faust can neither commit
+    past it nor wait for it forever, and every later flush refuses too."""
+    from aiokafka.errors import MessageSizeTooLargeError
+
+    from stream_app.runtime.committer import WriteFailed
+
+    async def refuse(self: Any, topic: str, key: Any, value: Any, partition: Any, *a: Any) -> Any:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if topic.endswith("-changelog"):
+            fut.set_exception(MessageSizeTooLargeError())
+        else:
+            fut.set_result(SimpleNamespace(topic=topic, partition=0, offset=0))
+        return fut
+
+    u = user_on(0)
+    service = wiring(app).score_service
+    assert service is not None
+    consumer = app.consumer
+
+    async def go() -> None:
+        service.cache.bind()
+        (batch,) = batches([(u.encode(), event(u, "2026-01-05T12:00:00Z"), 0)])
+        consumer._unacked_messages.add(batch)
+        await service.apply(batch)
+        with pytest.raises(WriteFailed, match="MessageSizeTooLargeError"):
+            await service.committer.flush()
+        assert batch.acked and not consumer._unacked_messages  # wait_empty can end
+        assert consumer._acked.get(TP("clickstream", 0), []) == []  # nothing committable
+        with pytest.raises(WriteFailed):
+            await service.committer.flush()
+
+    with patch.object(AIOKafkaProducer, "send", new=refuse):
+        asyncio.run(go())
+    assert wiring(app).metrics.write_failures._value.get() == 1
 
 
 def erasure_request(user: str, **kw: Any) -> bytes:
@@ -222,14 +316,15 @@ def test_an_erasure_removes_the_user_and_returns_its_audit(app: faust.App) -> No
     store: dict[str, Any] = {}
     handler.handle(store, 1, 0, u.encode(), event(u, "2026-01-05T12:00:00Z"))
     assert u in store
-    out = handler.erase(store, 1, 7, u.encode(), erasure_request(u), "user.erasure")
+    erasures = ErasureHandler(handler, "user.erasure")
+    out = erasures.erase(store, 1, 7, u.encode(), erasure_request(u))
     assert out.status == "erased" and u not in store
     ((send,),) = [out.sends]
     audit = json.loads(send.value)
     assert send.topic == "erasure_audit" and send.key == u.encode()
     assert audit["found"] is True and audit["offset"] == 7 and audit["partition"] == 1
     assert "user_state" in audit["erased"] and "model_weights" in audit["not_erased"]
-    again = handler.erase(store, 1, 8, u.encode(), erasure_request(u), "user.erasure")
+    again = erasures.erase(store, 1, 8, u.encode(), erasure_request(u))
     assert json.loads(again.sends[0].value)["found"] is False  # idempotent
     assert w.metrics.erasures.labels("found")._value.get() == 1
 
@@ -251,7 +346,7 @@ def test_a_bad_erasure_request_is_a_dead_letter_naming_the_problem(
 ) -> None:
     handler = wiring(app).score
     assert handler is not None
-    out = handler.erase({}, 0, 3, b"k", value, "user.erasure")
+    out = ErasureHandler(handler, "user.erasure").erase({}, 0, 3, b"k", value)
     assert out.status == "invalid"
     letter = json.loads(out.sends[0].value)
     assert out.sends[0].topic == "dlq"
@@ -262,6 +357,6 @@ def test_a_misrouted_erasure_is_forwarded_to_its_users_partition(app: faust.App)
     handler = wiring(app).score
     assert handler is not None
     u = user_on(5)
-    out = handler.erase({}, 0, 3, u.encode(), erasure_request(u), "user.erasure")
+    out = ErasureHandler(handler, "user.erasure").erase({}, 0, 3, u.encode(), erasure_request(u))
     assert out.status == "rerouted" and out.sends[0].partition == 5
     assert out.sends[0].topic == "erasure"

@@ -22,8 +22,8 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream_app.agents.score import partition_for
 from stream_app.cli import main as cli_main
+from stream_app.kafka.send import partition_for
 from stream_app.offline import EvaluateOptions, Replay
 from stream_app.producer import ChurnProducer, replay
 from stream_app.settings import load_settings

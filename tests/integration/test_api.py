@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from stream_app.agents.score import partition_for
+from stream_app.kafka.send import partition_for
 from stream_app.producer import ChurnProducer
 from tests.integration.conftest import Worker, wait_for
 

@@ -1,15 +1,16 @@
 """A write-back cache in front of the users table (what Kafka Streams' record cache does).
 
 The engine reads and writes user states through :class:`UserCache`, a ``MutableMapping``.
-A write only marks the user dirty. :meth:`UserCache.flush` then writes each dirty user once
-to the table's store and to its changelog topic, however many events changed it since the
-last flush. Before this, every event wrote the user's whole state (about 1.5 KB of JSON) to
-the changelog: that write, not the model, was most of a worker's cost per event.
+A write only marks the user dirty. Each flush (runtime/committer.py) then writes each dirty
+user once to the changelog topic and, once confirmed, to the table's store, however many
+events changed it since the last flush. Before this, every event wrote the user's whole
+state (about 1.5 KB of JSON) to the changelog: that write, not the model, was most of a
+worker's cost per event.
 
-Durability is kept by the score agent (agents/score.py): it acks a message only after the
-flush that made its effects durable has queued the changelog writes, and Faust flushes the
-producer before it commits offsets. A crash loses at most the work since the last flush,
-and that work is redone from the uncommitted offsets.
+Durability is kept by the committer (runtime/committer.py): a batch's offsets become
+committable only after the broker confirmed the changelog writes of the flush that covers
+it (and every other record the batch caused). A crash loses at most the work since the last
+confirmed flush, and that work is redone from the uncommitted offsets.
 
 Two backends, chosen by the table's store URL:
 
@@ -18,7 +19,8 @@ Two backends, chosen by the table's store URL:
   partition's users are dropped from memory after the next recovery).
 - rocksdb:// — states live serialized in one RocksDB per partition. The cache keeps the
   objects used since the last flush (at least ``capacity`` of them) and writes dirty ones
-  to the partition's database on flush, so resident memory does not grow with users.
+  to the partition's database once their changelog write is confirmed, so resident memory
+  does not grow with users.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
+
+from faust.types import TP
 
 from stream_app.core.features import UserState
 
@@ -59,6 +63,9 @@ class UserCache(MutableMapping[str, UserState]):
         self._store: Any = None
         self._rocks = False
         self._live: dict[str, UserState] = {}
+        # rocksdb://: erased users whose delete is not in RocksDB yet (a read must not
+        # bring the old state back from there).
+        self._erased: set[str] = set()
 
     # --- backend ------------------------------------------------------------------------
     def bind(self) -> None:
@@ -94,6 +101,8 @@ class UserCache(MutableMapping[str, UserState]):
         state = self._live.get(user_id)
         if state is not None or not self._rocks:
             return default if state is None else state
+        if user_id in self._erased:
+            return default
         state = self._load(user_id, self.partition)
         if state is None:
             return default
@@ -131,7 +140,7 @@ class UserCache(MutableMapping[str, UserState]):
         if state is not None or not self._rocks:
             return state
         partition = self.partition_of(user_id)
-        if partition not in self._store._dbs:
+        if user_id in self._erased or partition not in self._store._dbs:
             return None
         return self._load(user_id, partition)
 
@@ -140,9 +149,12 @@ class UserCache(MutableMapping[str, UserState]):
         db = self._store._dbs.get(partition)
         if db is None:
             return
+        erased = self._erased
         for _key, raw in db.items():
             if raw is not None:
-                yield self.decode(raw)
+                state = self.decode(raw)
+                if state.user_id not in erased:
+                    yield state
 
     def users_in(self, partition: int) -> dict[str, UserState]:
         """Every user of ``partition`` this worker holds, with unflushed changes."""
@@ -168,41 +180,63 @@ class UserCache(MutableMapping[str, UserState]):
 
     # --- write-back ---------------------------------------------------------------------
     def take_dirty(self) -> list[tuple[str, int, bytes | None]]:
-        """Encode every dirty user once, write them to the store, and clear the dirty set:
-        (user_id, partition, changelog value) for the caller to send. Synchronous, so no
-        event is applied between reading a state and encoding it."""
+        """Encode every dirty user once and clear the dirty set: (user_id, partition,
+        changelog value) for the caller to send. Synchronous, so no event is applied
+        between reading a state and encoding it. Nothing is written locally until
+        :meth:`persist`: RocksDB's copy must never run ahead of the changelog."""
         self.bind()
         if not self.dirty:
             return []
         dirty, self.dirty = self.dirty, {}
+        live, encode = self._live, self.encode
         out: list[tuple[str, int, bytes | None]] = []
-        live = self._live
-        if self._rocks:
-            batches: dict[int, list[tuple[bytes, bytes | None]]] = {}
-            for uid, partition in dirty.items():
-                state = live.get(uid)
-                payload = None if state is None else self.encode(state)
-                batches.setdefault(partition, []).append((self._key(uid), payload))
-                out.append((uid, partition, payload))
-            for partition, rows in batches.items():
-                db = self._store._db_for_partition(partition)
-                for key, payload in rows:
-                    if payload is None:
-                        db.delete(key)
-                    else:
-                        db.put(key, payload)
-            if len(live) > self.capacity:
-                live.clear()  # every object is clean now: reads come back from RocksDB
-        else:
+        for uid, partition in dirty.items():
+            state = live.get(uid)
+            out.append((uid, partition, None if state is None else encode(state)))
+        if not self._rocks:
             index = self._store._key_partition
-            for uid, partition in dirty.items():
-                state = live.get(uid)
-                out.append((uid, partition, None if state is None else self.encode(state)))
-                if state is None:
+            for uid, partition, payload in out:
+                if payload is None:
                     index.pop(uid, None)
                 else:
                     index[uid] = partition
         return out
+
+    def persist(self, rows: list[tuple[str, int, bytes | None]], metas: list[Any]) -> None:
+        """After the broker confirmed ``rows`` (``metas``: their delivery futures, done):
+        write them to RocksDB with the changelog offsets recovery resumes from. The
+        memory store has nothing to write."""
+        if not self._rocks or not rows:
+            return
+        store = self._store
+        batches: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        for uid, partition, payload in rows:
+            batches.setdefault(partition, []).append((self._key(uid), payload))
+        for partition, kvs in batches.items():
+            db = store._db_for_partition(partition)
+            for key, payload in kvs:
+                if payload is None:
+                    db.delete(key)
+                else:
+                    db.put(key, payload)
+        for uid, _partition, payload in rows:
+            if payload is None:
+                self._erased.discard(uid)
+        newest: dict[Any, int] = {}
+        for fut in metas:
+            meta = fut.result()
+            tp = (meta.topic, meta.partition)
+            if meta.offset > newest.get(tp, -1):
+                newest[tp] = meta.offset
+        for (topic, partition), offset in newest.items():
+            store.set_persisted_offset(TP(topic, partition), offset)
+        live = self._live
+        if len(live) > self.capacity:
+            # Clean objects come back from RocksDB on their next read; users changed
+            # while these rows were in flight are dirty again and stay.
+            dirty = self.dirty
+            for uid in [u for u in live if u not in dirty]:
+                del live[uid]
 
     def erase(self, user_id: str) -> bool:
         """Forget a user (GDPR erasure); the next flush writes a tombstone. True when the
@@ -210,7 +244,9 @@ class UserCache(MutableMapping[str, UserState]):
         self.bind()
         partition = self.partition_of(user_id)
         known = self._live.pop(user_id, None) is not None
-        if not known and self._rocks and partition in self._store._dbs:
-            known = self._load(user_id, partition) is not None
+        if self._rocks:
+            if not known and user_id not in self._erased and partition in self._store._dbs:
+                known = self._load(user_id, partition) is not None
+            self._erased.add(user_id)
         self.dirty[user_id] = partition
         return known

@@ -1,0 +1,51 @@
+"""The users table: its JSON codec (never pickle) and its RocksDB memory bounds."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import faust
+import msgspec
+from faust.serializers import codecs
+
+from stream_app.core.features import UserState
+from stream_app.settings import Settings
+
+
+class UserStateCodec(codecs.Codec):
+    """Table values as JSON (never pickle): the changelog is readable and safe to load."""
+
+    def _dumps(self, obj: Any) -> bytes:
+        # msgspec writes the same compact JSON as json.dumps, about 4x faster (this runs
+        # once per changed user per write-back flush).
+        return _encode_json(obj.to_dict())
+
+    def _loads(self, s: bytes) -> Any:
+        return UserState.from_dict(json.loads(s))
+
+
+_encode_json = msgspec.json.Encoder().encode
+codecs.register("userstate", UserStateCodec())
+
+
+class UserTable(faust.Table):  # type: ignore[type-arg]
+    """The users table. Faust builds a table's changelog topic with a codec derived from
+    value_type (a Record, else json) before we can set ours, so changelog messages come
+    back from recovery as plain JSON dicts: turn them back into UserState here."""
+
+    def _to_value(self, v: Any) -> Any:
+        return UserState.from_dict(v) if isinstance(v, dict) else v
+
+
+def rocksdb_options(settings: Settings) -> dict[str, Any]:
+    """Memory bounds of the RocksDB store, per partition (Faust's defaults allow 2 GiB of
+    block cache and 192 MiB of memtables to each partition's database)."""
+    mib = 1 << 20
+    return {
+        "driver": "rocksdict",
+        "write_buffer_size": settings.rocksdb_write_buffer_mb * mib,
+        "max_write_buffer_number": 2,
+        "block_cache_size": settings.rocksdb_block_cache_mb * mib,
+        "block_cache_compressed_size": 0,
+    }
