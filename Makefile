@@ -66,8 +66,8 @@ docs-img: $(STAMP)  ## the README's report figures: the demo's data and settings
 bench: $(STAMP)  ## speed and memory benchmark of the offline engine (figures in bench/results)
 	$(PY) bench/run.py
 
-bench-live: $(STAMP) kafka-fetch  ## live worker vs a naive Faust agent, Faust's floor and the consume ceiling (bench/results/live.json)
-	$(PY) bench/live.py
+bench-live: $(STAMP) kafka-fetch  ## live worker vs a naive Faust agent, Faust's floor, the consume ceiling, latency and sustained load (ARGS="--runs 3"; bench/results/live.json)
+	$(PY) bench/live.py $(ARGS)
 
 BENCH_EVENTS := out/bench/events.jsonl
 baselines: $(STAMP)  ## engine vs BG/NBD, RFM regression and recency at a cutoff (bench data)

@@ -10,10 +10,16 @@ a. the real worker (`stream-app worker`: users table with changelog, at-least-on
 b. the naive Faust agent of bench/live_agents.py (json.loads, a table update, a River
    prediction per event);
 c. the consume ceiling: aiokafka + json.loads only;
-d. event-to-decision latency p50/p99 of a fresh worker fed by a paced producer at half of
-   (a)'s rate (decision record time minus the event's produce time, both Kafka CreateTime);
+d. event-to-decision latency min/p50/p99/max of a fresh worker fed by a paced, batching
+   producer at half of (a)'s rate (decision record time minus the causing event's produce
+   time, both Kafka CreateTime), over the decisions written during the paced phase;
 e. the worker's resident memory per tracked user and changelog bytes written per event;
-f. Faust's floor: an agent that only counts messages.
+f. Faust's floor: an agent that only counts messages;
+g. sustained load: the highest paced rate a fresh worker holds for 60 s with its lag
+   bounded (one second of traffic at the end, not growing).
+
+Every reader is pinned with taskset (worker on core 1; broker and driver on core 0); a
+missing taskset is an error unless --no-pin, and the results then say "unpinned".
 
 Prints a table and writes bench/results/live.json. A benchmark, not a test: it exits
 non-zero only when a run breaks, never because a figure is low.
@@ -32,6 +38,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -57,13 +64,29 @@ def _localkafka() -> Any:
     return module
 
 
+PINNING = True  # --no-pin turns it off, and the results say so
+
+
+def check_pinning() -> None:
+    """Pinned runs or none: an unpinned run is not comparable, so it is an error unless
+    asked for (--no-pin)."""
+    if not PINNING:
+        return
+    if shutil.which("taskset") is None:
+        raise SystemExit("taskset not found (Debian: apt-get install util-linux); or --no-pin")
+    if (os.cpu_count() or 1) < 2:
+        raise SystemExit("pinning needs 2 cores (worker on core 1, broker on 0); or --no-pin")
+
+
 def _pin(core: str) -> list[str]:
-    return ["taskset", "-c", core] if shutil.which("taskset") and os.cpu_count() != 1 else []
+    return ["taskset", "-c", core] if PINNING else []
 
 
 def _pin_pid(pid: int, cores: str) -> None:
-    if shutil.which("taskset"):
-        subprocess.run(["taskset", "-a", "-p", "-c", cores, str(pid)], capture_output=True)
+    if PINNING:
+        subprocess.run(
+            ["taskset", "-a", "-p", "-c", cores, str(pid)], capture_output=True, check=True
+        )
 
 
 def _free_port() -> int:
@@ -178,6 +201,17 @@ class Worker:
         for fam in text_string_to_metric_families(self.get("/metrics") or ""):
             for s in fam.samples:
                 out[s.name] = out.get(s.name, 0.0) + s.value
+        return out
+
+    def histogram(self, name: str) -> dict[str, float]:
+        """Cumulative bucket counts of a histogram on /metrics, by upper bound."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        out: dict[str, float] = {}
+        for fam in text_string_to_metric_families(self.get("/metrics") or ""):
+            for s in fam.samples:
+                if s.name == f"{name}_bucket":
+                    out[s.labels["le"]] = out.get(s.labels["le"], 0.0) + s.value
         return out
 
     def handled(self) -> float:
@@ -366,51 +400,91 @@ def _ts(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
+class PacedProducer:
+    """Sends lines at a steady rate with a batching producer (5 ms linger), so the driver
+    does not starve the broker that shares its core; records each event's produce time
+    (Kafka CreateTime, ms) and how many were sent."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        from kafka import KafkaProducer
+
+        self.topic = topic
+        self.producer = KafkaProducer(
+            bootstrap_servers=bootstrap, linger_ms=5, batch_size=256 * 1024, acks=1
+        )
+        self.sent_ms: dict[int, int] = {}
+        self.count = 0
+
+    def run(self, lines: list[bytes], rate: float, first_index: int = 0) -> float:
+        """Send ``lines`` at ``rate`` per second; returns the rate achieved."""
+        send, topic = self.producer.send, self.topic
+        keys = [json.loads(raw)["user_id"].encode() for raw in lines]
+        stamp = self.sent_ms
+        start = time.perf_counter()
+        for i, raw in enumerate(lines):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0.002:  # sleep in steps of a few ms, send what is due in between
+                time.sleep(delay)
+            fut = send(topic, key=keys[i], value=raw)
+            fut.add_callback(lambda meta, k=first_index + i: stamp.__setitem__(k, meta.timestamp))
+            self.count += 1
+        self.producer.flush()
+        return len(lines) / (time.perf_counter() - start)
+
+    def close(self) -> None:
+        self.producer.close()
+
+
 def run_latency(
     bootstrap: str, lines: list[bytes], rate: float, seconds: float, workdir: Path
 ) -> dict[str, Any]:
     """A fresh worker first catches up on the first 40% of the events (so users have
     history and the policy has something to flag), then the next ones arrive from a paced
-    producer at ``rate`` per second; latency is measured on those."""
-    from kafka import KafkaProducer
-
+    producer at ``rate`` per second. Latency = a decision's record time minus its causing
+    event's produce time, for decisions written after the paced phase began."""
     topic = f"bench-lat-{uuid.uuid4().hex[:6]}"
     warm = int(len(lines) * 0.4)
     total = min(int(rate * seconds), len(lines) - warm)
     preload(bootstrap, topic, lines[:warm], 4)
     tag = f"bench-l-{uuid.uuid4().hex[:6]}"
     w = Worker(bootstrap, topic, tag, workdir)
-    sent: dict[int, float] = {}  # index in the paced slice -> produce time (ms)
+    paced = PacedProducer(bootstrap, topic)
     try:
         w.wait_ready()
         while w.handled() < warm:
             if w.proc.poll() is not None:
                 raise SystemExit(f"worker exited; see {w.log.name}")
             time.sleep(0.5)
-        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
-        start = time.perf_counter()
-        for i, raw in enumerate(lines[warm : warm + total]):
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            doc = json.loads(raw)
-            fut = producer.send(topic, key=doc["user_id"].encode(), value=raw)
-            fut.add_callback(lambda meta, k=i: sent.__setitem__(k, meta.timestamp))
-        producer.flush()
-        achieved = total / (time.perf_counter() - start)
-        producer.close()
+        time.sleep(1.0)  # the catch-up's last decisions are written before the paced phase
+        paced_from_ms = time.time() * 1000
+        achieved = paced.run(lines[warm : warm + total], rate)
         while w.handled() < warm + total:
             if w.proc.poll() is not None:
                 raise SystemExit(f"worker exited; see {w.log.name}")
             time.sleep(0.5)
+        delay = w.histogram("churn_produce_to_apply_seconds")
     finally:
+        paced.close()
         w.stop()
     cause = Causes(lines[warm : warm + total], 4, load_settings().allowed_lateness)
     lat: list[float] = []
+    by_trigger: dict[str, list[float]] = {}
+    unmatched = negative = 0
+    sent = paced.sent_ms
     for rec in read_to_end(bootstrap, f"{tag}.decisions", 300):
-        i = cause.of(json.loads(rec.value))
-        if i is not None and i in sent:
-            lat.append(rec.timestamp - sent[i])
+        if rec.timestamp < paced_from_ms:
+            continue  # a decision of the catch-up phase
+        decision = json.loads(rec.value)
+        i = cause.of(decision)
+        if i is None or i not in sent:
+            unmatched += 1
+            continue
+        ms = rec.timestamp - sent[i]
+        if ms < 0:
+            negative += 1  # attributed to an event produced after it: a wrong cause
+            continue
+        lat.append(ms)
+        by_trigger.setdefault(decision["trigger"], []).append(ms)
     if len(lat) < 20:
         raise SystemExit(f"only {len(lat)} decisions matched their events: no latency figure")
     lat.sort()
@@ -419,10 +493,94 @@ def run_latency(
         "rate_achieved": round(achieved),
         "events": total,
         "samples": len(lat),
+        "unmatched": unmatched,
+        "negative_excluded": negative,
+        "min_ms": round(lat[0], 1),
         "p50_ms": round(statistics.median(lat), 1),
         "p99_ms": round(lat[min(len(lat) - 1, int(0.99 * len(lat)))], 1),
         "max_ms": round(lat[-1], 1),
+        # The worker's own view: produce time to applied, per batch (cumulative buckets).
+        "produce_to_apply_buckets": delay,
+        "p50_ms_by_trigger": {k: statistics.median(v) for k, v in sorted(by_trigger.items())},
+        "samples_by_trigger": {k: len(v) for k, v in sorted(by_trigger.items())},
     }
+
+
+def sample_lag(
+    w: Worker, paced: PacedProducer, base: int, lags: list[float], done: threading.Event
+) -> None:
+    """Every second until ``done``: events produced but not yet handled by the worker."""
+    while not done.is_set():
+        lags.append(base + paced.count - w.handled())
+        done.wait(1.0)
+
+
+def run_sustained(
+    bootstrap: str, lines: list[bytes], start_rate: float, seconds: float, workdir: Path
+) -> dict[str, Any]:
+    """The highest paced rate one worker holds for ``seconds``: lag (events produced but
+    not yet handled) sampled every second stays under one second of traffic at the end
+    and does not grow over the second half. Steps up by 25% from ``start_rate`` until a
+    rate is not held (or the producer cannot reach it)."""
+    topic = f"bench-sus-{uuid.uuid4().hex[:6]}"
+    warm = int(len(lines) * 0.2)
+    preload(bootstrap, topic, lines[:warm], 4)
+    tag = f"bench-s-{uuid.uuid4().hex[:6]}"
+    w = Worker(bootstrap, topic, tag, workdir)
+    steps: list[dict[str, Any]] = []
+    held_rate = 0.0
+    pos = warm
+    try:
+        w.wait_ready()
+        while w.handled() < warm:
+            if w.proc.poll() is not None:
+                raise SystemExit(f"worker exited; see {w.log.name}")
+            time.sleep(0.5)
+        rate = start_rate
+        paced = PacedProducer(bootstrap, topic)
+        produced = warm
+        while pos < len(lines):
+            n = min(int(rate * seconds), len(lines) - pos)
+            if n < rate * seconds * 0.9:
+                log(f"sustained: not enough events left for {rate:.0f}/s")
+                break
+            lags: list[float] = []
+            done = threading.Event()
+            paced.count = 0
+            t = threading.Thread(
+                target=sample_lag, args=(w, paced, produced, lags, done), daemon=True
+            )
+            t.start()
+            achieved = paced.run(lines[pos : pos + n], rate, first_index=pos)
+            done.set()
+            t.join()
+            pos += n
+            produced += n
+            half = lags[len(lags) // 2 :]
+            end_lag = lags[-1] if lags else float("inf")
+            growing = bool(half) and half[-1] > half[0] + rate * 0.5
+            held = achieved >= rate * 0.97 and end_lag <= rate and not growing
+            steps.append(
+                {
+                    "rate_target": round(rate),
+                    "rate_achieved": round(achieved),
+                    "lag_median": round(statistics.median(lags)) if lags else None,
+                    "lag_max": round(max(lags)) if lags else None,
+                    "lag_end": round(end_lag),
+                    "held": held,
+                }
+            )
+            log(f"sustained: {steps[-1]}")
+            if not held:
+                break
+            held_rate = achieved
+            rate *= 1.25
+            while w.handled() < produced:  # drain before the next step
+                time.sleep(0.5)
+        paced.close()
+    finally:
+        w.stop()
+    return {"events_per_second": round(held_rate), "seconds": seconds, "steps": steps}
 
 
 def run_agent(kind: str, bootstrap: str, topic: str, n: int, workdir: Path) -> dict[str, Any]:
@@ -463,12 +621,21 @@ def main() -> int:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--runs", type=int, default=1, help="repeat (a), (b), (c), (f): medians")
     parser.add_argument("--latency-seconds", type=float, default=30.0)
-    parser.add_argument("--only", default="a,b,c,d,f", help="comma list of parts to run")
+    parser.add_argument(
+        "--sustain-seconds", type=float, default=60.0, help="(g): each paced rate's length"
+    )
+    parser.add_argument("--only", default="a,b,c,d,f,g", help="comma list of parts to run")
+    parser.add_argument(
+        "--no-pin", action="store_true", help="run unpinned (taskset missing): not comparable"
+    )
     parser.add_argument("--store", default="memory://", help="the worker's table store")
     parser.add_argument("--profile", type=Path, help="py-spy the worker; stacks go here")
     parser.add_argument("--workdir", type=Path, default=ROOT / "out" / "bench-live")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "live.json")
     args = parser.parse_args()
+    global PINNING
+    PINNING = not args.no_pin
+    check_pinning()
     parts = set(args.only.split(","))
     args.workdir.mkdir(parents=True, exist_ok=True)
     os.chdir(ROOT)
@@ -525,6 +692,11 @@ def main() -> int:
             rate = (worker_eps or 10_000) / 2
             log(f"latency at {rate:.0f} events/s for {args.latency_seconds:.0f}s")
             latency = run_latency(bootstrap, lines, rate, args.latency_seconds, args.workdir)
+        sustained = None
+        if "g" in parts:
+            start = (worker_eps or 10_000) * 0.5
+            log(f"sustained load from {start:.0f} events/s, {args.sustain_seconds:.0f}s a step")
+            sustained = run_sustained(bootstrap, lines, start, args.sustain_seconds, args.workdir)
 
         def ratio(a: float | None, b: float | None) -> float | None:
             return round(a / b, 3) if a and b else None
@@ -535,14 +707,18 @@ def main() -> int:
             "naive_agent_events_per_second": naive,
             "consume_ceiling_events_per_second": ceiling,
             "faust_floor_events_per_second": floor,
+            "latency_min_ms": latency and latency["min_ms"],
             "latency_p50_ms": latency and latency["p50_ms"],
             "latency_p99_ms": latency and latency["p99_ms"],
+            "latency_max_ms": latency and latency["max_ms"],
+            "sustained_events_per_second": sustained and sustained["events_per_second"],
             "bytes_per_user": med("worker", "bytes_per_user"),
             "changelog_bytes_per_event": med("worker", "changelog_bytes_per_event"),
             "worker_vs_naive": ratio(worker_eps, naive),
             "worker_vs_faust_floor": ratio(worker_eps, floor),
             "worker_vs_ceiling": ratio(worker_eps, ceiling),
             "latency": latency,
+            "sustained": sustained,
             "runs": runs,
             "setup": {
                 "events": args.events,
@@ -550,7 +726,7 @@ def main() -> int:
                 "partitions": args.partitions,
                 "seed": args.seed,
                 "store": args.store,
-                "worker_core": WORKER_CORE,
+                "worker_core": WORKER_CORE if PINNING else "unpinned",
                 "broker_and_driver_cores": DRIVER_CORES,
                 "cpus": os.cpu_count(),
                 "python": platform.python_version(),
@@ -572,8 +748,14 @@ def main() -> int:
         if latency:
             print(
                 f"  (d) latency at {latency['rate_achieved']}/s      "
-                f"p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms "
+                f"min {latency['min_ms']} ms, p50 {latency['p50_ms']} ms, "
+                f"p99 {latency['p99_ms']} ms, max {latency['max_ms']} ms "
                 f"({latency['samples']} decisions)"
+            )
+        if sustained:
+            print(
+                f"  (g) sustained for {sustained['seconds']:.0f}s: "
+                f"{sustained['events_per_second']}/s"
             )
         print(
             f"  (e) bytes per user {result['bytes_per_user']}, changelog bytes per event "

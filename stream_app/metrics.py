@@ -210,6 +210,14 @@ class Metrics:
             "offset passes it.",
             registry=r,
         )
+        self.produce_to_apply = Histogram(
+            "churn_produce_to_apply_seconds",
+            "Wall-clock time from a clickstream record's produce time (Kafka CreateTime) to "
+            "the end of the batch that applied it, per batch (its oldest record): how far "
+            "behind live the worker runs.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 600.0),
+            registry=r,
+        )
         self.batch_size = Histogram(
             "churn_batch_records",
             "Records per clickstream batch applied by the score service.",

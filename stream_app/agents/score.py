@@ -391,8 +391,12 @@ class ScoreService:
         send = self.send
         committer.add(batch, [await send(out) for out in sends])
         n = len(batch.records)
-        self.metrics.process_seconds.observe((time.perf_counter() - t0) / n)
-        self.metrics.batch_size.observe(n)
+        m = self.metrics
+        m.process_seconds.observe((time.perf_counter() - t0) / n)
+        m.batch_size.observe(n)
+        created = batch.records[0].timestamp
+        if created is not None and created > 0:
+            m.produce_to_apply.observe(max(0.0, self.handler.wall_clock() - created / 1000.0))
         if committer.events >= committer.max_events:
             await committer.flush()
 

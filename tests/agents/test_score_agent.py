@@ -67,6 +67,7 @@ class Record(NamedTuple):
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: int = 0
 
 
 def acked(topic: str, partition: int | None) -> asyncio.Future[Any]:

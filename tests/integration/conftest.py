@@ -173,6 +173,24 @@ def start_worker(
     pool.stop_all()
 
 
+@pytest.fixture
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A Kafka of this test's own (``brokers`` from the test's parametrisation, as
+    ``@pytest.mark.parametrize("cluster", [3], indirect=True)``)."""
+    started = _localkafka().start(tmp_path / "kafka", brokers=request.param)
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture
+def pool(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerPool]:
+    workers = WorkerPool(cluster.bootstrap, tmp_path_factory)
+    yield workers
+    workers.stop_all()
+
+
 def consume_all(
     bootstrap: str,
     topic: str,

@@ -16,7 +16,6 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ import pytest
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from tests.conftest import _localkafka
 from tests.integration.conftest import (
     LEARNING_SETTINGS,
     Traffic,
@@ -44,23 +42,6 @@ pytestmark = [
         reason="kills and restarts brokers of the local harness, not of an external cluster",
     ),
 ]
-
-
-@pytest.fixture
-def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    """A Kafka of this test's own (``brokers`` from the test's parametrisation)."""
-    started = _localkafka().start(tmp_path / "kafka", brokers=request.param)
-    try:
-        yield started
-    finally:
-        started.stop()
-
-
-@pytest.fixture
-def pool(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerPool]:
-    workers = WorkerPool(cluster.bootstrap, tmp_path_factory)
-    yield workers
-    workers.stop_all()
 
 
 class StallMeter:
