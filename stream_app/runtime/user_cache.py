@@ -149,9 +149,10 @@ class UserCache(MutableMapping[str, UserState]):
         db = self._store._dbs.get(partition)
         if db is None:
             return
-        erased = self._erased
-        for _key, raw in db.items():
-            if raw is not None:
+        erased, offset_key = self._erased, self._store.offset_key
+        for key, raw in db.items():
+            # (Faust keeps the changelog offset recovery resumes from in the same database)
+            if raw is not None and key != offset_key:
                 state = self.decode(raw)
                 if state.user_id not in erased:
                     yield state

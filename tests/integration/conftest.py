@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app.cli import main as cli_main
@@ -371,7 +372,10 @@ def wait_all_committed(bootstrap: str, group: str, topic: str, timeout: float = 
         state: dict[TopicPartition, int] = {}
 
         def done() -> bool:
-            got = admin.list_group_offsets({group: tps})[group]
+            try:
+                got = admin.list_group_offsets({group: tps})[group]
+            except KafkaError:  # e.g. the coordinator of a young group is not known yet
+                return False
             state.update({tp: got[tp].offset for tp in tps if tp in got})
             return all(state.get(tp, -1) >= end[tp] for tp in tps)
 
