@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 import faust
@@ -20,6 +21,8 @@ from stream_app.metrics import Metrics
 from stream_app.security import faust_credentials
 from stream_app.settings import Settings
 from stream_app.wiring import Deps, Topics
+
+log = logging.getLogger(__name__)
 
 
 class UserStateCodec(codecs.Codec):
@@ -95,6 +98,8 @@ class ChurnApp(faust.App):
 
 def create_app(settings: Settings, metrics: Metrics | None = None) -> ChurnApp:
     faust_fixes.apply()  # faust-streaming 0.15.3 loses events after a rebalance: see module
+    if web.require_token_beyond_loopback(settings):  # ConfigError unless safe or opted out
+        log.warning("STREAM_APP_API_ALLOW_OPEN: /users and /model answer anyone, no token")
     metrics = metrics or Metrics()
     app = ChurnApp(
         settings.app_id,

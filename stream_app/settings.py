@@ -162,8 +162,13 @@ class Settings(BaseSettings):
     )
     api_token: SecretStr | None = Field(
         None,
-        description="When set, endpoints that return user data require "
-        "'Authorization: Bearer <token>'.",
+        description="When set, /users/{id} and /model require "
+        "'Authorization: Bearer <token>'. Required when WEB_HOST is not loopback.",
+    )
+    api_allow_open: bool = Field(
+        False,
+        description="UNSAFE: let a worker whose WEB_HOST is not loopback serve /users/{id} "
+        "and /model without API_TOKEN (to anyone who reaches the port).",
     )
     snapshot_max_interval: Duration = Field(
         30.0,
@@ -318,6 +323,13 @@ class Settings(BaseSettings):
             host, sep, port = part.strip().rpartition(":")
             if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+        return value
+
+    @field_validator("api_token")
+    @classmethod
+    def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("a blank token would let anyone in: unset it or set a random one")
         return value
 
     @model_validator(mode="after")
