@@ -339,13 +339,16 @@ class Settings(BaseSettings):
             and self.topic_min_insync_replicas > self.topic_replication
         ):
             raise ValueError(
-                f"topic_min_insync_replicas ({self.topic_min_insync_replicas}) cannot exceed "
-                f"topic_replication ({self.topic_replication}): no write could succeed"
+                f"STREAM_APP_TOPIC_MIN_INSYNC_REPLICAS ({self.topic_min_insync_replicas}) "
+                f"cannot exceed STREAM_APP_TOPIC_REPLICATION ({self.topic_replication}): no "
+                "write could succeed"
             )
         if not self.half_lives:
-            raise ValueError("half_lives must list at least one duration")
+            raise ValueError("STREAM_APP_HALF_LIVES must list at least one duration")
         if self.rescore_after and self.rescore_after[-1] >= self.horizon + 86400 * 365:
-            raise ValueError("rescore_after deadlines must be within a year past the horizon")
+            raise ValueError(
+                "STREAM_APP_RESCORE_AFTER deadlines must be within a year past STREAM_APP_HORIZON"
+            )
         if self.kafka_security_protocol.startswith("SASL") and not (
             self.kafka_sasl_username and self.kafka_sasl_password
         ):
@@ -377,11 +380,16 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            name = ".".join(str(p) for p in err["loc"]) or "settings"
+            msg = err["msg"].removeprefix("Value error, ")
+            if not err["loc"]:  # a rule across settings: its message names them
+                lines.append(f"invalid settings: {msg}")
+                continue
+            # (an alias such as KAFKA_BOOTSTRAP_SERVERS comes back as the loc: the field's name)
+            name = ".".join(str(p) for p in err["loc"]).lower().removeprefix("stream_app_")
             env = (
                 "KAFKA_BOOTSTRAP_SERVERS"
                 if name == "kafka_bootstrap_servers"
                 else f"STREAM_APP_{name.upper()}"
             )
-            lines.append(f"invalid setting {name} ({env}): {err['msg']}")
+            lines.append(f"invalid setting {name} ({env}): {msg}")
         raise ConfigError("\n".join(lines)) from None
