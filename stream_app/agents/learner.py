@@ -207,6 +207,9 @@ class LearnerService(Service):
         self.deps = deps
         self.handler = handler
         self.active = False
+        # Bumped by every assignment and revoke: a batch fetched under one ownership is
+        # never learned under the next (that one resumed from the topic, at its own offset).
+        self.epoch = 0
         self._consumer: Any = None
         self._send = sender(deps)
 
@@ -236,12 +239,14 @@ class LearnerService(Service):
             )
             start = first
         self._consumer.seek(tp, start)
+        self.epoch += 1
         self.active = True
         self.deps.metrics.learner_active.set(1)
 
     def revoked(self) -> None:
         if self.active:
             log.info("learner: training partition revoked; another worker learns now")
+        self.epoch += 1
         self.active = False
         self.deps.metrics.learner_active.set(0)
 
@@ -258,24 +263,31 @@ class LearnerService(Service):
 
     async def learn_batch(self, batch: Mapping[Any, Iterable[Any]]) -> int:
         """Learn from a fetched batch and publish what it yields, one message at a time,
-        for as long as this worker owns the training partition; returns the messages
-        learned. ``active`` is checked before every message and every send: a revoke
-        arrives while a send is awaited, and from then on the new owner, resumed from the
-        last published snapshot, learns and publishes; this one must not publish a second
-        snapshot of the same version. What this one learned unpublished is dropped with
-        it (the next assignment resumes from the topic)."""
+        for as long as this worker owns the training partition under the ownership the
+        batch was fetched in; returns the messages learned. Ownership is checked before
+        every message and every send: a revoke arrives while a send is awaited, and from
+        then on the new owner, resumed from the last published snapshot, learns and
+        publishes; this one must not publish a second snapshot of the same version. Nor
+        may a batch fetched before a revoke be learned after a re-assignment: the resumed
+        handler would take its offsets as learned and skip the ones before them. What was
+        learned unpublished is dropped (the next assignment resumes from the topic)."""
+        epoch = self.epoch
+
+        def owned() -> bool:
+            return self.active and self.epoch == epoch
+
         learned = 0
         for msgs in batch.values():
             for msg in msgs:
-                if not self.active:
+                if not owned():
                     return learned
                 for out in self.handler.handle(msg.offset, msg.value):
-                    if not self.active:
+                    if not owned():
                         return learned
                     await self._send(out)
                 learned += 1
-        for out in self.handler.tick() if self.active else ():
-            if not self.active:
+        for out in self.handler.tick() if owned() else ():
+            if not owned():
                 break
             await self._send(out)
         return learned

@@ -325,6 +325,25 @@ def test_a_revoke_during_a_send_stops_learning_and_publishing_at_once(
     assert service.handler.position == 3
 
 
+def test_a_batch_fetched_before_a_revoke_is_not_learned_after_a_new_assignment(
+    service: agents_learner.LearnerService,
+) -> None:
+    rng = random.Random(9)
+    batch = {"tp": [SimpleNamespace(offset=i, value=example_bytes(i, rng)) for i in range(10)]}
+    published: list[int] = []
+
+    async def send(out: Any) -> None:
+        published.append(ModelSnapshot.model_validate_json(out.value).version)
+        service.revoked()  # a rebalance during this send takes the partition away...
+        service.epoch += 1  # ...and gives it back (assigned(): resumed, seeked)
+        service.active = True
+
+    service._send = send
+    service.active = True
+    assert asyncio.run(service.learn_batch(batch)) == 2  # offsets 0 and 1 (v1); not 2..9
+    assert published == [1]
+
+
 def test_an_active_learner_learns_the_whole_batch(
     service: agents_learner.LearnerService,
 ) -> None:
