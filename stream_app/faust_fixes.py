@@ -37,8 +37,8 @@ edits a set) and stops the flow, while aiokafka keeps prefetching every assigned
    read, so they are not fetched again either. Seen as one lost event in 3 of 11
    scale-out runs with a first version of fixes 1 and 2 whose seek took 1.5 s.
 
-**The fixes**, one per step (each has a test in ``tests/integration/test_faust_fixes.py``
-that fails without it):
+**The fixes**, one per step (``tests/integration/test_faust_fixes.py`` tests each with its
+patch, and shows its defect after :func:`remove`):
 
 1. :func:`_fetch_records`: give aiokafka a view of the active set that is never empty, so
    it only ever hands out records of partitions Faust currently consumes; the records of
