@@ -12,7 +12,7 @@ DEMO_DIR := out/demo
         kafka-fetch demo docs-img schema bench bench-live baselines clean
 
 help:  ## list targets
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9./-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ kafka: kafka-fetch  ## start a local single-node Kafka (KRaft) on 127.0.0.1:9092
 
 kafka-3: kafka-fetch  ## start a three-node Kafka (replication factor 3) on 9092/9094/9096
 	$(PYTHON) tools/kafka/localkafka.py start --brokers 3
+
+deploy/worker.env:  ## the docker compose worker's secrets: a random STREAM_APP_API_TOKEN (mode 600)
+	@umask 077; printf 'STREAM_APP_API_TOKEN=%s\n' \
+	    "$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(32))')" > $@
+	@echo "wrote $@ (keep it secret; send the token as 'Authorization: Bearer <token>')"
 
 kafka-stop:  ## stop the local Kafka
 	$(PYTHON) tools/kafka/localkafka.py stop

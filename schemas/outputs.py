@@ -85,6 +85,21 @@ class ScalerState(_Out):
     var: dict[str, Annotated[float, Field(ge=0.0, allow_inf_nan=False)]]
 
 
+class DriftState(_Out):
+    """The learner's ADWIN drift detector (stream_app/core/drift.py): its window as
+    exponential-histogram buckets, so a restarted learner keeps judging drift from it."""
+
+    drift_detected: bool = Field(description="The last value completed a drift.")
+    tick: int = Field(ge=0, description="Values since the detector (re)started.")
+    width: FiniteFloat = Field(ge=0.0, description="Values in the window.")
+    total: FiniteFloat
+    variance: FiniteFloat
+    rows: list[list[tuple[FiniteFloat, FiniteFloat]]] = Field(
+        max_length=64,
+        description="rows[i]: buckets of 2**i values, oldest first, as (total, variance).",
+    )
+
+
 class LearnerCheckpoint(_Out):
     """The learner's own state beside the model, so a restarted learner continues exactly:
     counters, the ids of recent examples (dedup) and the prequential metric windows.
@@ -107,6 +122,9 @@ class LearnerCheckpoint(_Out):
     window: str = Field(
         description="Base64 of little-endian float64 rows (y, p, challenger p, prior p) of "
         "the rolling window, oldest first; NaN where an example was not judged."
+    )
+    drift: DriftState | None = Field(
+        None, description="The drift detector; absent in older snapshots (a fresh one then)."
     )
 
 

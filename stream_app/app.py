@@ -70,6 +70,8 @@ class ChurnApp(faust.App):
 
 def create_app(settings: Settings, metrics: Metrics | None = None) -> ChurnApp:
     faust_fixes.apply()  # faust-streaming 0.15.3 loses events after a rebalance: see module
+    if web.require_token_beyond_loopback(settings):  # ConfigError unless safe or opted out
+        log.warning("STREAM_APP_API_ALLOW_OPEN: /users and /model answer anyone, no token")
     metrics = metrics or Metrics()
     app = ChurnApp(
         settings.app_id,

@@ -232,8 +232,9 @@ def _worker(args: argparse.Namespace) -> int:
     settings = load_settings(**overrides)
     from stream_app.topics import ensure_topics
 
-    ensure_topics(settings)
+    # create_app first: its start-up checks (pinned versions, API token) need no broker
     app = create_app(settings)
+    ensure_topics(settings)
     from stream_app.agents.model_sync import preload
 
     deps = app.deps

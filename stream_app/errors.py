@@ -15,3 +15,7 @@ class SnapshotError(StreamAppError):
 
 class InputFileError(StreamAppError):
     """A file given on the command line cannot be read as the contract requires."""
+
+
+class DependencyError(StreamAppError):
+    """An installed dependency is not the version our patches of it were written against."""

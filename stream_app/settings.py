@@ -162,8 +162,13 @@ class Settings(BaseSettings):
     )
     api_token: SecretStr | None = Field(
         None,
-        description="When set, endpoints that return user data require "
-        "'Authorization: Bearer <token>'.",
+        description="When set, /users/{id} and /model require "
+        "'Authorization: Bearer <token>'. Required when WEB_HOST is not loopback.",
+    )
+    api_allow_open: bool = Field(
+        False,
+        description="UNSAFE: let a worker whose WEB_HOST is not loopback serve /users/{id} "
+        "and /model without API_TOKEN (to anyone who reaches the port).",
     )
     snapshot_max_interval: Duration = Field(
         30.0,
@@ -327,6 +332,13 @@ class Settings(BaseSettings):
                 raise ValueError(f"expected host:port[,host:port...], got {value!r}")
         return value
 
+    @field_validator("api_token")
+    @classmethod
+    def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("a blank token would let anyone in: unset it or set a random one")
+        return value
+
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
         if (
@@ -334,13 +346,16 @@ class Settings(BaseSettings):
             and self.topic_min_insync_replicas > self.topic_replication
         ):
             raise ValueError(
-                f"topic_min_insync_replicas ({self.topic_min_insync_replicas}) cannot exceed "
-                f"topic_replication ({self.topic_replication}): no write could succeed"
+                f"STREAM_APP_TOPIC_MIN_INSYNC_REPLICAS ({self.topic_min_insync_replicas}) "
+                f"cannot exceed STREAM_APP_TOPIC_REPLICATION ({self.topic_replication}): no "
+                "write could succeed"
             )
         if not self.half_lives:
-            raise ValueError("half_lives must list at least one duration")
+            raise ValueError("STREAM_APP_HALF_LIVES must list at least one duration")
         if self.rescore_after and self.rescore_after[-1] >= self.horizon + 86400 * 365:
-            raise ValueError("rescore_after deadlines must be within a year past the horizon")
+            raise ValueError(
+                "STREAM_APP_RESCORE_AFTER deadlines must be within a year past STREAM_APP_HORIZON"
+            )
         if self.kafka_security_protocol.startswith("SASL") and not (
             self.kafka_sasl_username and self.kafka_sasl_password
         ):
@@ -372,11 +387,16 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            name = ".".join(str(p) for p in err["loc"]) or "settings"
+            msg = err["msg"].removeprefix("Value error, ")
+            if not err["loc"]:  # a rule across settings: its message names them
+                lines.append(f"invalid settings: {msg}")
+                continue
+            # (an alias such as KAFKA_BOOTSTRAP_SERVERS comes back as the loc: the field's name)
+            name = ".".join(str(p) for p in err["loc"]).lower().removeprefix("stream_app_")
             env = (
                 "KAFKA_BOOTSTRAP_SERVERS"
                 if name == "kafka_bootstrap_servers"
                 else f"STREAM_APP_{name.upper()}"
             )
-            lines.append(f"invalid setting {name} ({env}): {err['msg']}")
+            lines.append(f"invalid setting {name} ({env}): {msg}")
         raise ConfigError("\n".join(lines)) from None

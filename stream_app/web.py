@@ -1,12 +1,15 @@
 """HTTP views of a worker: /metrics, /health, /ready, /model and /users/{user_id}.
 
 Faust's own /table/ and /router/ views are switched off in create_app: they answered for
-any user without a token and leaked who is a customer.
+any user without a token and leaked who is a customer. /users and /model need the bearer
+token when one is set; /metrics, /health and /ready stay open for probes and scrapers and
+carry no user data.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import math
 from datetime import UTC, datetime
@@ -16,8 +19,10 @@ import aiohttp
 import faust
 
 from stream_app.core.features import UserState
+from stream_app.errors import ConfigError
 from stream_app.kafka.send import partition_for
 from stream_app.metrics import CONTENT_TYPE
+from stream_app.settings import Settings
 from stream_app.wiring import Deps
 
 log = logging.getLogger(__name__)
@@ -29,6 +34,33 @@ TIERS = ((0.6, "high"), (0.3, "mid"), (0.0, "low"))
 
 def risk_tier(p: float) -> str:
     return next(name for floor, name in TIERS if p >= floor)
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach: localhost, 127.0.0.0/8, ::1."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:  # a host name (or "" = every interface) may reach beyond loopback
+        return False
+
+
+def require_token_beyond_loopback(settings: Settings) -> bool:
+    """Raise ConfigError when the API would listen beyond loopback without a token, unless
+    STREAM_APP_API_ALLOW_OPEN says so; True when it will serve user data to anyone (the
+    caller warns). Checked at worker start: anyone who reaches the port could otherwise
+    read every user's risk."""
+    if is_loopback(settings.web_host) or settings.api_token is not None:
+        return False
+    if settings.api_allow_open:
+        return True
+    raise ConfigError(
+        f"STREAM_APP_WEB_HOST={settings.web_host!r} serves the HTTP API beyond loopback, "
+        "where /users/{id} and /model would answer anyone: set STREAM_APP_API_TOKEN (e.g. "
+        "to the output of: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'), "
+        "or bind STREAM_APP_WEB_HOST=127.0.0.1, or (unsafe) set STREAM_APP_API_ALLOW_OPEN=true"
+    )
 
 
 def authorized(headers: Any, deps: Deps) -> bool:
@@ -148,18 +180,24 @@ def register(app: faust.App, deps: Deps) -> None:
         body["model_loaded"] = model_loaded
         return web.json(body, status=200 if body["ready"] else 503)
 
+    def unauthorized(web: Any) -> Any:
+        return web.json(
+            {"error": "missing or wrong bearer token"},
+            status=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
     @app.page("/model")
     async def model(web: Any, request: Any) -> Any:
+        # The weights are learned from users' behaviour: not for anyone who asks.
+        if not authorized(request.headers, deps):
+            return unauthorized(web)
         return web.json(model_view(deps))
 
     @app.page("/users/{user_id}")
     async def user(web: Any, request: Any, user_id: str) -> Any:
         if not authorized(request.headers, deps):
-            return web.json(
-                {"error": "missing or wrong bearer token"},
-                status=401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+            return unauthorized(web)
         partition = partition_for(user_id.encode(), settings.topic_partitions)
         if owns(app, deps, partition):
             state = deps.cache.lookup(user_id) if deps.cache is not None else None

@@ -57,7 +57,7 @@ class LagService(Service):
         self._reported: set[int] = set()
         # Stall watchdog: per owned partition, (committed offset, monotonic time it last
         # moved). faust-streaming 0.15.3 can leave a partition kept through a rebalance
-        # unfetched (stream_app/faust_fixes.py patches the causes found; this catches any
+        # unfetched (stream_app/runtime/faust_fixes.py patches the causes found; this catches any
         # other): owned, behind, and no commit for STREAM_APP_STALL_TIMEOUT.
         self._progress: dict[int, tuple[int, float]] = {}
         self._stalled: set[int] = set()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import faust
@@ -23,6 +23,7 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from mode import Service
 
 from schemas.outputs import ModelSnapshot, TrainingExample
+from stream_app.agents.model_sync import supersedes
 from stream_app.clients import consumer
 from stream_app.core.config import LearnerConfig, ModelConfig
 from stream_app.core.labels import Label
@@ -173,7 +174,8 @@ class LearnerHandler:
 
 
 async def read_latest_snapshot(settings: Settings) -> ModelSnapshot | None:
-    """The newest valid snapshot on the model topic (by version), or None."""
+    """The newest valid snapshot on the model topic (by version; of equal versions the
+    later one, as model sync and compaction have it: :func:`supersedes`), or None."""
     tp = TopicPartition(settings.topic_model, 0)
     c = consumer(settings, group_id=None)
     await c.start()
@@ -190,7 +192,7 @@ async def read_latest_snapshot(settings: Settings) -> ModelSnapshot | None:
                 except ValueError:
                     log.warning("learner: skipping an invalid snapshot at offset %d", msg.offset)
                     continue
-                if best is None or snap.version >= best.version:
+                if supersedes(snap, best):
                     best = snap
         return best
     finally:
@@ -205,6 +207,9 @@ class LearnerService(Service):
         self.deps = deps
         self.handler = handler
         self.active = False
+        # Bumped by every assignment and revoke: a batch fetched under one ownership is
+        # never learned under the next (that one resumed from the topic, at its own offset).
+        self.epoch = 0
         self._consumer: Any = None
         self._send = sender(deps)
 
@@ -234,12 +239,14 @@ class LearnerService(Service):
             )
             start = first
         self._consumer.seek(tp, start)
+        self.epoch += 1
         self.active = True
         self.deps.metrics.learner_active.set(1)
 
     def revoked(self) -> None:
         if self.active:
             log.info("learner: training partition revoked; another worker learns now")
+        self.epoch += 1
         self.active = False
         self.deps.metrics.learner_active.set(0)
 
@@ -252,12 +259,38 @@ class LearnerService(Service):
                 if not batch:
                     await asyncio.sleep(0.1)
                 continue
-            for msgs in batch.values():
-                for msg in msgs:
-                    for out in self.handler.handle(msg.offset, msg.value):
-                        await self._send(out)
-            for out in self.handler.tick():
-                await self._send(out)
+            await self.learn_batch(batch)
+
+    async def learn_batch(self, batch: Mapping[Any, Iterable[Any]]) -> int:
+        """Learn from a fetched batch and publish what it yields, one message at a time,
+        for as long as this worker owns the training partition under the ownership the
+        batch was fetched in; returns the messages learned. Ownership is checked before
+        every message and every send: a revoke arrives while a send is awaited, and from
+        then on the new owner, resumed from the last published snapshot, learns and
+        publishes; this one must not publish a second snapshot of the same version. Nor
+        may a batch fetched before a revoke be learned after a re-assignment: the resumed
+        handler would take its offsets as learned and skip the ones before them. What was
+        learned unpublished is dropped (the next assignment resumes from the topic)."""
+        epoch = self.epoch
+
+        def owned() -> bool:
+            return self.active and self.epoch == epoch
+
+        learned = 0
+        for msgs in batch.values():
+            for msg in msgs:
+                if not owned():
+                    return learned
+                for out in self.handler.handle(msg.offset, msg.value):
+                    if not owned():
+                        return learned
+                    await self._send(out)
+                learned += 1
+        for out in self.handler.tick() if owned() else ():
+            if not owned():
+                break
+            await self._send(out)
+        return learned
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

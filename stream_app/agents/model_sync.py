@@ -30,22 +30,37 @@ from stream_app.wiring import Deps
 log = logging.getLogger(__name__)
 
 
+def supersedes(snap: ModelSnapshot, current: ModelSnapshot | None) -> bool:
+    """Whether ``snap``, read after ``current`` on the model topic, replaces it: a higher
+    version, or the same version published later. Two snapshots of one version come from
+    two learners that overlapped in a rebalance; the later one is the one compaction keeps
+    (one key) and the one a learner resumes from, so every worker scores with it too."""
+    return current is None or snap.version >= current.version
+
+
 class ModelSync:
     """Validates snapshots and hands scoring to each newer one; a bad one is counted and
-    logged, and the model in use keeps scoring."""
+    logged, and the model in use keeps scoring. Offsets already judged (the service reads
+    the topic again from its start after the preload did) are skipped quietly."""
 
     def __init__(self, engine: Engine, metrics: Metrics) -> None:
         self.engine = engine
         self.metrics = metrics
         self.latest: ModelSnapshot | None = None  # newest accepted (ready or not)
+        self.read_through = -1  # highest offset judged
 
     @property
     def version(self) -> int:
         return self.latest.version if self.latest is not None else 0
 
     def handle(self, offset: int, value: bytes | None) -> str:
-        """``accepted``, ``current`` (the version in use again: a re-read) or
-        ``rejected:<reason>`` with reason ``invalid``, ``schema`` or ``stale``."""
+        """``accepted``, ``reread`` (an offset judged before: nothing to do), ``current``
+        (the snapshot in use, published again) or ``rejected:<reason>`` with reason
+        ``invalid``, ``schema`` or ``stale``."""
+        if offset <= self.read_through:
+            log.debug("model snapshot at offset %d: judged before, skipped", offset)
+            return "reread"
+        self.read_through = offset
         if not value:
             return self._reject(offset, "invalid", "empty message or tombstone")
         try:
@@ -56,11 +71,20 @@ class ModelSync:
             check_snapshot(snap, self.engine.space.schema, self.engine.space.names)
         except SnapshotError as exc:
             return self._reject(offset, "schema", str(exc))
-        if self.latest is not None and snap.version <= self.latest.version:
-            if snap.version == self.latest.version:
-                return "current"
+        if snap == self.latest:
+            return "current"
+        if not supersedes(snap, self.latest):
+            assert self.latest is not None
             return self._reject(
                 offset, "stale", f"version {snap.version} is older than {self.latest.version}"
+            )
+        if self.latest is not None and snap.version == self.latest.version:
+            log.warning(
+                "model snapshot v%d at offset %d differs from the v%d in use (two learners "
+                "overlapped in a rebalance): taking the later one, as the learner does",
+                snap.version,
+                offset,
+                snap.version,
             )
         self.latest = snap
         scorer = self.engine.use_snapshot(snap)

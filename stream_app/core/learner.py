@@ -13,10 +13,11 @@ import sys
 from array import array
 from collections import deque
 
-from river import drift, metrics
+from river import metrics
 
-from schemas.outputs import LearnerCheckpoint, ModelSnapshot
+from schemas.outputs import DriftState, LearnerCheckpoint, ModelSnapshot
 from stream_app.core.config import LearnerConfig
+from stream_app.core.drift import Adwin
 from stream_app.core.features import event_hash, ring_contains
 from stream_app.core.labels import Label
 from stream_app.core.model import ColdStartPrior, OnlineModel
@@ -43,9 +44,9 @@ class Learner:
     the demo data it handed over at a worse moment (prequential AUC 0.847 against 0.851, a
     dip to 0.73 against recency's 0.81 after the hand-over), for about 1% of the run time.
 
-    :meth:`checkpoint` and :meth:`restore` carry everything but the drift detector across a
-    restart (counters, the rolling windows, recent example ids), so a restarted learner
-    judges and snapshots exactly as one that never stopped.
+    :meth:`checkpoint` and :meth:`restore` carry everything across a restart (counters,
+    the rolling windows, recent example ids, the drift detector's window), so a restarted
+    learner judges, detects drift and snapshots exactly as one that never stopped.
     """
 
     def __init__(
@@ -83,7 +84,7 @@ class Learner:
         self.rolling_auc = metrics.RollingROCAUC(window_size=w)
         self.challenger_auc = metrics.RollingROCAUC(window_size=w)
         self.prior_auc = metrics.RollingROCAUC(window_size=w)
-        self.detector = drift.ADWIN()
+        self.detector = Adwin()  # River's ADWIN, but its state can be checkpointed
         # (y, p, challenger p, prior p) of the last ``w`` labels, for the rolling log loss
         # and for restoring the AUC windows after a restart.
         self._window: deque[tuple[float, float, float, float]] = deque(maxlen=w)
@@ -141,8 +142,7 @@ class Learner:
             self.challenger_auc.update(bool(y), p_chal)
             self.prior_auc.update(bool(y), p_prior)
         self._window.append((float(y), label.p, p_chal, p_prior))
-        self.detector.update(loss)
-        if self.detector.drift_detected:
+        if self.detector.update(loss):
             self.drifts += 1
         if label.train:
             self.model.learn_one(label.features, y)
@@ -214,11 +214,12 @@ class Learner:
             flagged=list(self.flagged),
             recent_examples=base64.b64encode(bytes(ids)).decode(),
             window=base64.b64encode(rows.tobytes()).decode(),
+            drift=DriftState.model_validate(self.detector.state()),
         )
 
     def restore(self, snap: ModelSnapshot) -> None:
-        """Continue from a snapshot: its model, and its checkpoint when it has one (the
-        drift detector starts afresh: ADWIN's buckets are not worth persisting)."""
+        """Continue from a snapshot: its model, and its checkpoint when it has one (a
+        checkpoint without a drift detector, from before it was kept, starts a fresh one)."""
         self.model.load(snap)
         cp = snap.learner
         self._reset_windows()
@@ -230,6 +231,8 @@ class Learner:
         self.n, self.positives, self.loss_sum = cp.labels, cp.positives, cp.loss_sum
         self.drifts, self._since_snapshot = cp.drifts, cp.since_snapshot
         self.flagged = list(cp.flagged)
+        if cp.drift is not None:
+            self.detector = Adwin.from_state(cp.drift.model_dump())
         ids = base64.b64decode(cp.recent_examples, validate=True)
         if len(ids) % 8:
             raise ValueError("learner checkpoint: example digests must be 8 bytes each")

@@ -1,8 +1,11 @@
 """Patches for faust-streaming 0.15.3 defects that lose events after a rebalance.
 
-Applied once by :func:`stream_app.app.create_app` (:func:`apply`). Remove this module when
-faust-streaming fixes it upstream (0.15.3 is the latest release, and its master branch has
-the same code).
+Applied once by :func:`stream_app.app.create_app` (:func:`apply`), which first checks that
+the installed faust-streaming, aiokafka and mode-streaming are exactly the versions the
+patches were written against (:data:`WRITTEN_FOR`, pinned in ``pyproject.toml``): a patch
+of another version's private code could silently do nothing, or the wrong thing. Remove
+this module when faust-streaming fixes it upstream (0.15.3 is the latest release, and its
+master branch has the same code).
 
 **The defect** (faust-streaming 0.15.3 with aiokafka 0.14; upstream reports of the symptom:
 faust-streaming#629, and the prefetch-during-rebalance family #216 and #221). During a
@@ -34,8 +37,8 @@ edits a set) and stops the flow, while aiokafka keeps prefetching every assigned
    read, so they are not fetched again either. Seen as one lost event in 3 of 11
    scale-out runs with a first version of fixes 1 and 2 whose seek took 1.5 s.
 
-**The fixes**, one per step (each has a test in ``tests/integration/test_faust_fixes.py``
-that fails without it):
+**The fixes**, one per step (``tests/integration/test_faust_fixes.py`` tests each with its
+patch, and shows its defect after :func:`remove`):
 
 1. :func:`_fetch_records`: give aiokafka a view of the active set that is never empty, so
    it only ever hands out records of partitions Faust currently consumes; the records of
@@ -56,12 +59,15 @@ that fails without it):
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Set
+from collections.abc import Callable, Iterator, Mapping, Set
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from mode.utils.queues import FlowControlEvent
+
+from stream_app.errors import DependencyError
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +75,11 @@ _original_seek_to_committed = AIOKafkaConsumerThread.seek_to_committed
 _original_fetch_records = AIOKafkaConsumerThread._fetch_records
 _original_resume = FlowControlEvent.resume
 _APPLIED = "_churn_stream_fixes"
+
+# The distributions whose private code the patches replace or rely on, at the versions they
+# were written and tested against (tests/integration/test_faust_fixes.py shows each defect
+# on exactly these). Keep in step with the == pins in pyproject.toml.
+WRITTEN_FOR = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0", "mode-streaming": "0.7.1"}
 
 
 class OnlyThese(Set[Any]):
@@ -144,8 +155,37 @@ def _resume(self: FlowControlEvent) -> None:
     _original_resume(self)
 
 
+def _installed(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def check_versions(installed: Callable[[str], str] | None = None) -> None:
+    """Raise DependencyError unless every distribution of :data:`WRITTEN_FOR` is installed
+    (``installed(name)``: its version) at exactly its version; the message says what was
+    found and what to do."""
+    lookup = installed or _installed
+    found = {name: lookup(name) for name in WRITTEN_FOR}
+    wrong = {name: got for name, got in found.items() if got != WRITTEN_FOR[name]}
+    if not wrong:
+        return
+    pins = [f"{n}=={v}" for n, v in WRITTEN_FOR.items()]
+    got = ", ".join(f"{n} {v}" for n, v in wrong.items())
+    raise DependencyError(
+        f"stream_app/runtime/faust_fixes.py patches private code of {', '.join(pins)}, but found "
+        f"{got}. Install the pinned versions (pip install -e . or pip install "
+        f"{' '.join(pins)}); to upgrade instead, check each patch against the new code, "
+        "run tests/integration/test_faust_fixes.py, then update WRITTEN_FOR and the pins "
+        "in pyproject.toml"
+    )
+
+
 def apply() -> None:
-    """Install the patches (idempotent)."""
+    """Check the installed versions (:func:`check_versions`), then install the patches
+    (idempotent)."""
+    check_versions()
     if getattr(AIOKafkaConsumerThread, _APPLIED, False):
         return
     AIOKafkaConsumerThread.seek_to_committed = _seek_to_committed  # type: ignore[method-assign]

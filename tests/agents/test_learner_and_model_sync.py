@@ -3,18 +3,26 @@ engine's scorer swapped), without a broker."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import random
 from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from schemas.outputs import ModelSnapshot, TrainingExample
+from stream_app.agents import learner as agents_learner
 from stream_app.agents.learner import LearnerHandler
 from stream_app.agents.model_sync import ModelSync
+from stream_app.app import create_app, wiring
 from stream_app.core.config import EngineConfig, LearnerConfig, ModelConfig
 from stream_app.core.engine import Engine
 from stream_app.metrics import Metrics
+from stream_app.settings import load_settings
 
 ENGINE = Engine(EngineConfig())
 NAMES, SCHEMA = ENGINE.space.names, ENGINE.space.schema
@@ -162,11 +170,12 @@ def test_each_newer_snapshot_is_swapped_in_and_stamped(
     s, engine, metrics = sync
     assert s.handle(0, good_snapshot(1, ready=False)) == "accepted"
     assert engine.scorer.version == 0  # not ready: the cold-start prior keeps scoring
-    assert s.handle(1, good_snapshot(2)) == "accepted"
+    v2 = good_snapshot(2)
+    assert s.handle(1, v2) == "accepted"
     assert engine.scorer.version == 2 and engine.scorer.ready
     assert metrics.registry.get_sample_value("churn_model_version") == 2
     assert metrics.registry.get_sample_value("churn_model_ready") == 1
-    assert s.handle(2, good_snapshot(2)) == "current"  # a re-read changes nothing
+    assert s.handle(2, v2) == "current"  # published again: changes nothing
 
 
 @pytest.mark.parametrize(
@@ -194,3 +203,158 @@ def test_a_poisoned_snapshot_is_rejected_and_the_old_model_keeps_scoring(
     assert engine.scorer is before and engine.scorer.version == 3
     assert metrics.registry.get_sample_value("churn_model_rejected_total", {"reason": reason}) == 1
     assert s.handle(2, good_snapshot(4)) == "accepted"  # and the next good one still loads
+
+
+def test_two_snapshots_of_one_version_the_later_one_scores(
+    sync: tuple[ModelSync, Engine, Metrics],
+) -> None:
+    """Two learners that overlapped in a rebalance both publish v3: every worker ends up
+    scoring with the later one, the one compaction keeps and the learner resumes from."""
+    s, engine, metrics = sync
+    first, second = good_snapshot(3), good_snapshot(3, ready=True)
+    second = (
+        ModelSnapshot.model_validate_json(second)
+        .model_copy(update={"intercept": 0.123})
+        .model_dump_json()
+        .encode()
+    )
+    assert s.handle(0, first) == "accepted"
+    assert s.handle(1, second) == "accepted"
+    assert s.latest is not None and s.latest.intercept == 0.123
+    assert engine.scorer.version == 3
+    assert s.handle(2, second) == "current"  # the same snapshot published again: no swap
+    assert metrics.registry.get_sample_value("churn_model_rejected_total", {"reason": "stale"}) in (
+        None,
+        0.0,
+    )
+
+
+class _ModelTopic:
+    """Just what read_latest_snapshot uses of an aiokafka consumer: one partition holding
+    ``values`` at offsets 0..n-1."""
+
+    def __init__(self, values: list[bytes]) -> None:
+        self.values, self.pos = values, 0
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def assign(self, tps: Any) -> None: ...
+    async def seek_to_beginning(self, tp: Any) -> None:
+        self.pos = 0
+
+    async def end_offsets(self, tps: Any) -> dict[Any, int]:
+        return {tp: len(self.values) for tp in tps}
+
+    async def position(self, tp: Any) -> int:
+        return self.pos
+
+    async def getmany(self, tp: Any, timeout_ms: int) -> dict[Any, list[Any]]:
+        batch = [SimpleNamespace(offset=i, value=v) for i, v in enumerate(self.values)]
+        self.pos = len(self.values)
+        return {tp: batch[self.pos - len(batch) :]}
+
+
+def test_the_learner_resumes_from_the_snapshot_model_sync_scores_with(
+    sync: tuple[ModelSync, Engine, Metrics], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = good_snapshot(3), good_snapshot(3, ready=False)  # v3 twice, different contents
+    log = [good_snapshot(2), a, b, b"{not json", good_snapshot(1)]
+    s, _, _ = sync
+    for offset, value in enumerate(log):
+        s.handle(offset, value)
+    monkeypatch.setattr(agents_learner, "consumer", lambda *a, **k: _ModelTopic(log))
+    resumed = asyncio.run(agents_learner.read_latest_snapshot(load_settings()))
+    assert resumed is not None and s.latest is not None
+    assert resumed == s.latest == ModelSnapshot.model_validate_json(b)
+
+
+def test_rereading_the_model_topic_at_start_up_is_quiet(
+    sync: tuple[ModelSync, Engine, Metrics], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The preload reads the topic, then the service reads it again from the start: the
+    older snapshots it meets again are neither counted nor warned about; a snapshot older
+    than the one in use at a new offset still is."""
+    s, engine, metrics = sync
+    log = [good_snapshot(v) for v in (1, 2, 3, 4)] + [b"{not json"]
+    with caplog.at_level(logging.DEBUG, logger="stream_app.agents.model_sync"):
+        for offset, value in enumerate(log):  # the preload
+            s.handle(offset, value)
+        caplog.clear()
+        for offset, value in enumerate(log):  # the service, from the beginning again
+            assert s.handle(offset, value) == "reread"
+    assert engine.scorer.version == 4
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len([r for r in caplog.records if r.levelno == logging.DEBUG]) == len(log)
+    get = metrics.registry.get_sample_value
+    assert get("churn_model_rejected_total", {"reason": "stale"}) in (None, 0.0)
+    assert get("churn_model_rejected_total", {"reason": "invalid"}) == 1  # once, not twice
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="stream_app.agents.model_sync"):
+        assert s.handle(len(log), good_snapshot(2)) == "rejected:stale"
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+
+
+# --- the learner service: a revoke stops it at once ------------------------------------
+@pytest.fixture
+def service(tmp_path: Path) -> agents_learner.LearnerService:
+    app = create_app(load_settings(data_dir=str(tmp_path), snapshot_every=2))
+    learner = wiring(app).learner
+    assert learner is not None
+    learner.handler = handler(Metrics())
+    learner.handler.learner.snapshot_every = 2  # a snapshot every second example
+    return learner
+
+
+def test_a_revoke_during_a_send_stops_learning_and_publishing_at_once(
+    service: agents_learner.LearnerService,
+) -> None:
+    rng = random.Random(9)
+    batch = {"tp": [SimpleNamespace(offset=i, value=example_bytes(i, rng)) for i in range(10)]}
+    published: list[int] = []
+
+    async def send(out: Any) -> None:
+        published.append(ModelSnapshot.model_validate_json(out.value).version)
+        if len(published) == 2:
+            service.revoked()  # the rebalance lands while this send is awaited
+
+    service._send = send
+    service.active = True
+    learned = asyncio.run(service.learn_batch(batch))
+    assert published == [1, 2]  # v2 went out before the revoke; nothing after it
+    assert learned == 4  # examples 0..3 (v1 at 1, v2 at 3); 4..9 left to the new owner
+    assert service.handler.position == 3
+
+
+def test_a_batch_fetched_before_a_revoke_is_not_learned_after_a_new_assignment(
+    service: agents_learner.LearnerService,
+) -> None:
+    rng = random.Random(9)
+    batch = {"tp": [SimpleNamespace(offset=i, value=example_bytes(i, rng)) for i in range(10)]}
+    published: list[int] = []
+
+    async def send(out: Any) -> None:
+        published.append(ModelSnapshot.model_validate_json(out.value).version)
+        service.revoked()  # a rebalance during this send takes the partition away...
+        service.epoch += 1  # ...and gives it back (assigned(): resumed, seeked)
+        service.active = True
+
+    service._send = send
+    service.active = True
+    assert asyncio.run(service.learn_batch(batch)) == 2  # offsets 0 and 1 (v1); not 2..9
+    assert published == [1]
+
+
+def test_an_active_learner_learns_the_whole_batch(
+    service: agents_learner.LearnerService,
+) -> None:
+    rng = random.Random(9)
+    batch = {"tp": [SimpleNamespace(offset=i, value=example_bytes(i, rng)) for i in range(10)]}
+    published: list[int] = []
+
+    async def send(out: Any) -> None:
+        published.append(ModelSnapshot.model_validate_json(out.value).version)
+
+    service._send = send
+    service.active = True
+    assert asyncio.run(service.learn_batch(batch)) == 10
+    assert published == [1, 2, 3, 4, 5]

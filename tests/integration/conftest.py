@@ -64,6 +64,17 @@ class Worker:
         except OSError:
             return None
 
+    def fetch(self, path: str, token: str | None = None) -> tuple[int, str]:
+        """(HTTP status, body text) of a GET, whatever the status and content type."""
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}")
+        if token is not None:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:  # noqa: S310 (http, loopback)
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode()
+
     def request(self, path: str, token: str | None = None) -> tuple[int, Any]:
         """(HTTP status, parsed JSON body) of a GET, with a bearer token if given."""
         req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}")

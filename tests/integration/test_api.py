@@ -1,6 +1,7 @@
 """The HTTP API with two workers in one group: /users/{id} answers from either worker
 (routed to the owner of the user's partition), needs the bearer token when one is set,
-and says 404 for an unknown user; Faust's own table views are not served."""
+and says 404 for an unknown user; /model needs the token too; /metrics, /health and /ready
+need none and name no user; Faust's own table views are not served."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ def test_users_endpoint_from_either_of_two_workers_with_a_token(
     assert not owned(first) & owned(second)
     wait_for(lambda: all(w.request("/ready")[0] == 200 for w in (first, second)), 60, "/ready")
     now = datetime.now(tz=UTC).replace(microsecond=0)
-    users = [f"api-{i}" for i in range(24)]
+    tag = uuid.uuid4().hex[:8]  # user ids no other text on the page could contain by chance
+    users = [f"api-{tag}-{i}" for i in range(24)]
     with ChurnProducer(kafka_bootstrap, first.env["STREAM_APP_TOPIC_CLICKSTREAM"]) as prod:
         for i, user in enumerate(users):
             ts = (now - timedelta(minutes=60 - i)).isoformat().replace("+00:00", "Z")
@@ -69,7 +71,22 @@ def test_users_endpoint_from_either_of_two_workers_with_a_token(
         assert worker.request(f"/users/{users[0]}", "wrong")[0] == 401
         status, body = worker.request("/users/nobody-" + uuid.uuid4().hex, TOKEN)
         assert status == 404 and body["error"] == "unknown user"
-        # Faust's own table and router views are off
-        assert worker.get(f"/table/users/{users[0]}/") is None
-        assert worker.get("/router/") is None
-        assert worker.request("/model")[0] == 200  # the model is not user data
+        # Faust's own table and router views are off: not served at all, token or not
+        assert worker.fetch(f"/table/users/{users[0]}/", TOKEN)[0] == 404
+        assert worker.fetch("/router/", TOKEN)[0] == 404
+        # the model is learned from users' behaviour: token required
+        status, body = worker.request("/model")
+        assert status == 401 and "token" in body["error"]
+        assert worker.request("/model", "wrong")[0] == 401
+        status, body = worker.request("/model", TOKEN)
+        assert status == 200 and body["version"] == 0
+
+    # probes and scrapers need no token, and what they read names no user
+    for worker in (first, second):
+        for path in ("/metrics", "/health", "/ready"):
+            status, text = worker.fetch(path)
+            assert status == 200, (path, status, text[:300])
+            assert len(text) > 20, (path, text)
+            leaked = [user for user in users if user in text]
+            assert not leaked, f"{path} names users {leaked[:3]}"
+        assert tag not in worker.fetch("/metrics")[1]

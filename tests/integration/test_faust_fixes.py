@@ -1,8 +1,13 @@
-"""stream_app.faust_fixes against a real broker. While a rebalance has paused every
+"""stream_app.runtime.faust_fixes against a real broker. While a rebalance has paused every
 partition, Faust's fetch must not take records from aiokafka (an empty partition set means
 "all" to aiokafka); and Faust's "seek back to committed offsets" must move a partition that
 has no committed offset back to where it starts. Otherwise records handed out during a
-rebalance, and dropped by Faust, are never fetched again."""
+rebalance, and dropped by Faust, are never fetched again.
+
+Each fix is tested twice: with the patches applied (the right behaviour) and after
+``faust_fixes.remove()`` (the defect, asserted exactly). The second test is the automated
+proof that each patch is still needed on the pinned versions: if an upgrade fixes a defect
+upstream, it fails and says so."""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from kafka import KafkaProducer
 from mode.utils.queues import FlowControlEvent, FlowControlQueue
 
-from stream_app import faust_fixes
+from stream_app.runtime import faust_fixes
 
 
 class _Thread:
@@ -46,6 +51,16 @@ def patched() -> Iterator[None]:
     yield
 
 
+@pytest.fixture
+def unpatched() -> Iterator[None]:
+    """Faust as released: the patches removed for one test, then put back."""
+    faust_fixes.remove()
+    try:
+        yield
+    finally:
+        faust_fixes.apply()
+
+
 async def _consume_without_commit(bootstrap: str, topics: list[str], n: int) -> AIOKafkaConsumer:
     consumer = AIOKafkaConsumer(
         *topics,
@@ -70,16 +85,15 @@ def _produce(bootstrap: str, topic: str, n: int) -> None:
     producer.close()
 
 
-def test_no_records_while_every_partition_is_paused(
-    patched: None, kafka_bootstrap: str, unique: Callable[[str], str]
-) -> None:
-    topic = unique("fetchfix")
-    _produce(kafka_bootstrap, topic, 5)
+def _fetch_while_paused(bootstrap: str, topic: str) -> tuple[Any, int, Any]:
+    """What Faust's fetch returns while a rebalance has paused every partition, the
+    partition's position after it, and what a fetch returns once it is active again."""
+    _produce(bootstrap, topic, 5)
 
     async def go() -> tuple[Any, int, Any]:
         consumer = AIOKafkaConsumer(
             topic,
-            bootstrap_servers=kafka_bootstrap,
+            bootstrap_servers=bootstrap,
             group_id=f"g-{topic}",
             auto_offset_reset="earliest",
             enable_auto_commit=False,
@@ -93,27 +107,42 @@ def test_no_records_while_every_partition_is_paused(
                 thread, consumer, paused, timeout=3
             )  # type: ignore[arg-type]
             position = await consumer.position(tp)
-            after = await AIOKafkaConsumerThread._fetch_records(thread, consumer, {tp}, timeout=10)  # type: ignore[arg-type]
+            after = await AIOKafkaConsumerThread._fetch_records(thread, consumer, {tp}, timeout=5)  # type: ignore[arg-type]
             return during, position, after
         finally:
             await consumer.stop()
 
-    during, position, after = asyncio.run(go())
-    # without the fix aiokafka returns all 5 records here and moves the position to 5
+    return asyncio.run(go())
+
+
+def test_no_records_while_every_partition_is_paused(
+    patched: None, kafka_bootstrap: str, unique: Callable[[str], str]
+) -> None:
+    during, position, after = _fetch_while_paused(kafka_bootstrap, unique("fetchfix"))
     assert during == {}
     assert position == 0
     assert sum(len(v) for v in after.values()) == 5
 
 
-def test_seek_back_rewinds_a_partition_without_committed_offset(
-    patched: None, kafka_bootstrap: str, unique: Callable[[str], str]
+def test_without_fix_1_a_paused_fetch_hands_out_every_record(
+    unpatched: None, kafka_bootstrap: str, unique: Callable[[str], str]
 ) -> None:
-    stream, changelog = unique("seekfix"), unique("seekfix-changelog")
-    _produce(kafka_bootstrap, stream, 5)
-    _produce(kafka_bootstrap, changelog, 3)
+    during, position, after = _fetch_while_paused(kafka_bootstrap, unique("fetchbug"))
+    # aiokafka reads the empty set as "all": the 5 records go out while paused and the
+    # position moves past them; Faust drops them, and nothing is left to fetch
+    assert sum(len(v) for v in during.values()) == 5
+    assert position == 5
+    assert after == {}
+
+
+def _seek_back(bootstrap: str, stream: str, changelog: str) -> tuple[int, int, Any]:
+    """Faust's "seek back to committed offsets" after 5 stream and 3 changelog records
+    were handed out and none committed: the two positions after it, and what it returned."""
+    _produce(bootstrap, stream, 5)
+    _produce(bootstrap, changelog, 3)
 
     async def go() -> tuple[int, int, Any]:
-        consumer = await _consume_without_commit(kafka_bootstrap, [stream, changelog], 8)
+        consumer = await _consume_without_commit(bootstrap, [stream, changelog], 8)
         try:
             thread = _Thread(consumer, {changelog})
             committed = await AIOKafkaConsumerThread.seek_to_committed(thread)  # type: ignore[arg-type]
@@ -123,11 +152,27 @@ def test_seek_back_rewinds_a_partition_without_committed_offset(
         finally:
             await consumer.stop()
 
-    stream_pos, changelog_pos, committed = asyncio.run(go())
+    return asyncio.run(go())
+
+
+def test_seek_back_rewinds_a_partition_without_committed_offset(
+    patched: None, kafka_bootstrap: str, unique: Callable[[str], str]
+) -> None:
+    stream, changelog = unique("seekfix"), unique("seekfix-changelog")
+    stream_pos, changelog_pos, committed = _seek_back(kafka_bootstrap, stream, changelog)
     assert committed[TopicPartition(stream, 0)] is None
-    # without the fix aiokafka leaves the position at 5: those 5 records are lost
     assert stream_pos == 0
     assert changelog_pos == 3  # changelogs are recovery's business: left where they were
+
+
+def test_without_fix_2_seek_back_leaves_an_uncommitted_partition_past_its_records(
+    unpatched: None, kafka_bootstrap: str, unique: Callable[[str], str]
+) -> None:
+    stream, changelog = unique("seekbug"), unique("seekbug-changelog")
+    stream_pos, changelog_pos, committed = _seek_back(kafka_bootstrap, stream, changelog)
+    assert committed[TopicPartition(stream, 0)] is None
+    assert stream_pos == 5  # the 5 records handed out and dropped are never fetched again
+    assert changelog_pos == 3
 
 
 def test_seek_back_keeps_committed_offsets(
@@ -149,7 +194,9 @@ def test_seek_back_keeps_committed_offsets(
     assert asyncio.run(go()) == 2
 
 
-def test_resuming_an_active_flow_keeps_the_queued_events(patched: None) -> None:
+def _queued_after_resumes() -> tuple[int, int]:
+    """Events left in an agent's queue after Faust's end-of-recovery resume of a flow that
+    is on, and after a resume that follows a real suspension."""
     flow = FlowControlEvent(initially_suspended=True)
     queue: FlowControlQueue[int] = FlowControlQueue(
         maxsize=10, flow_control=flow, clear_on_resume=True
@@ -157,10 +204,18 @@ def test_resuming_an_active_flow_keeps_the_queued_events(patched: None) -> None:
     flow.resume()
     queue.put_nowait(1)  # an event delivered to an agent while the flow is on
     flow.resume()  # Faust's end of recovery: the flow was never suspended
-    assert queue.qsize() == 1  # without the fix: cleared, the event is lost
+    kept = queue.qsize()
     flow.suspend()
-    flow.resume()  # after a real suspension (a rebalance) the queues are still cleared
-    assert queue.qsize() == 0
+    flow.resume()  # after a real suspension (a rebalance) the queues are cleared
+    return kept, queue.qsize()
+
+
+def test_resuming_an_active_flow_keeps_the_queued_events(patched: None) -> None:
+    assert _queued_after_resumes() == (1, 0)
+
+
+def test_without_fix_3_resuming_an_active_flow_drops_the_queued_event(unpatched: None) -> None:
+    assert _queued_after_resumes() == (0, 0)
 
 
 def test_apply_is_idempotent() -> None:
@@ -169,3 +224,13 @@ def test_apply_is_idempotent() -> None:
     assert AIOKafkaConsumerThread.seek_to_committed is faust_fixes._seek_to_committed
     assert AIOKafkaConsumerThread._fetch_records is faust_fixes._fetch_records
     assert FlowControlEvent.resume is faust_fixes._resume
+
+
+def test_remove_restores_faust_as_released() -> None:
+    faust_fixes.remove()
+    try:
+        assert AIOKafkaConsumerThread.seek_to_committed is faust_fixes._original_seek_to_committed
+        assert AIOKafkaConsumerThread._fetch_records is faust_fixes._original_fetch_records
+        assert FlowControlEvent.resume is faust_fixes._original_resume
+    finally:
+        faust_fixes.apply()

@@ -1,16 +1,21 @@
 """docker-compose.yml, checked without a Docker engine: it parses, its build context and
-mounted files exist, and its ports and environment match the settings."""
+mounted files exist, its ports and environment match the settings, and the worker, bound
+to 0.0.0.0, gets its API token from a git-ignored env file that a make target creates."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from stream_app.errors import ConfigError
 from stream_app.metrics import Metrics
-from stream_app.settings import Settings
+from stream_app.settings import Settings, load_settings
+from stream_app.web import require_token_beyond_loopback
 from tests import promql
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -154,3 +159,51 @@ def test_alert_rules_are_loaded_and_mounted(compose: dict[str, Any]) -> None:
     } <= names
     mounts = compose["services"]["prometheus"]["volumes"]
     assert "./deploy/prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in mounts
+
+
+def _env_file(text: str) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in text.splitlines() if line and line[0] != "#")
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def _worker_settings(
+    compose: dict[str, Any], env_file: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Settings:
+    """The settings the compose worker's container gets: environment, then env_file."""
+    for name, value in {**compose["services"]["worker"]["environment"], **env_file}.items():
+        monkeypatch.setenv(name, value)
+    return load_settings()
+
+
+def test_worker_reads_its_token_from_a_required_git_ignored_env_file(
+    compose: dict[str, Any],
+) -> None:
+    worker = compose["services"]["worker"]
+    assert worker["env_file"] == [{"path": "./deploy/worker.env", "required": True}]
+    assert "STREAM_APP_API_TOKEN" not in worker["environment"]  # never in the compose file
+    assert "/deploy/worker.env" in (ROOT / ".gitignore").read_text().splitlines()
+    example = _env_file((ROOT / "deploy/worker.env.example").read_text())
+    assert set(example) == {"STREAM_APP_API_TOKEN"} and set(example) <= _env_names()
+
+
+def test_the_compose_worker_starts_only_with_a_token(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    example = _env_file((ROOT / "deploy/worker.env.example").read_text())
+    with pytest.raises(ConfigError, match="STREAM_APP_API_TOKEN"):  # the example unfilled
+        require_token_beyond_loopback(_worker_settings(compose, example, monkeypatch))
+    filled = {"STREAM_APP_API_TOKEN": "x" * 43}
+    assert require_token_beyond_loopback(_worker_settings(compose, filled, monkeypatch)) is False
+
+
+def test_make_writes_a_random_private_token(tmp_path: Path) -> None:
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    (tmp_path / "deploy").mkdir()
+    tokens = []
+    for _ in range(2):
+        subprocess.run(["make", "-s", "deploy/worker.env"], cwd=tmp_path, check=True)
+        written = tmp_path / "deploy/worker.env"
+        assert written.stat().st_mode & 0o077 == 0  # readable by its owner only
+        tokens.append(_env_file(written.read_text())["STREAM_APP_API_TOKEN"])
+        written.unlink()
+    assert all(len(t) >= 40 for t in tokens) and tokens[0] != tokens[1]

@@ -45,5 +45,5 @@ def test_unset_min_insync_replicas_leaves_the_broker_default() -> None:
 
 
 def test_min_insync_replicas_above_the_replication_is_refused() -> None:
-    with pytest.raises(ConfigError, match="topic_min_insync_replicas"):
+    with pytest.raises(ConfigError, match="STREAM_APP_TOPIC_MIN_INSYNC_REPLICAS"):
         load_settings(topic_replication=1, topic_min_insync_replicas=2)
