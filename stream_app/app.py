@@ -11,7 +11,7 @@ import faust
 import msgspec
 from faust.serializers import codecs
 
-from stream_app import faust_fixes, web
+from stream_app import faust_fixes, shutdown, web
 from stream_app.agents import lag, learner, model_sync, score
 from stream_app.agents.user_cache import UserCache
 from stream_app.core.engine import Engine
@@ -123,6 +123,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> ChurnApp:
         table_standby_replicas=0,
         broker_session_timeout=settings.session_timeout,  # rejoin after a kill: settings.py
         broker_credentials=faust_credentials(settings),  # SASL / SSL: security.py
+        Worker=shutdown.bounded_worker(settings.shutdown_timeout),  # a bounded stop
     )
 
     def raw_topic(name: str, partitions: int, **options: Any) -> Any:
