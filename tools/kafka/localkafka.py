@@ -5,6 +5,7 @@ project's virtualenv exists. Commands:
 
     python tools/kafka/localkafka.py fetch                 # jars -> .kafka/libs (Maven)
     python tools/kafka/localkafka.py start [--brokers 3]   # background, prints bootstrap
+    python tools/kafka/localkafka.py start --sasl churn:secret  # + a SCRAM-SHA-512 listener
     python tools/kafka/localkafka.py stop
     python tools/kafka/localkafka.py status
 
@@ -115,6 +116,7 @@ class Node:
     process: subprocess.Popen[bytes] | None = None
     argv: list[str] = field(default_factory=list)  # the command that starts this node
     log_offset: int = 0  # where the current run's output starts in log_file
+    sasl_port: int | None = None  # the SASL_PLAINTEXT (SCRAM-SHA-512) listener, if any
 
 
 @dataclass
@@ -128,6 +130,14 @@ class Cluster:
     @property
     def bootstrap(self) -> str:
         return ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        """The SASL_PLAINTEXT listeners (``start(sasl_users=...)``; SCRAM-SHA-512)."""
+        ports = [n.sasl_port for n in self.nodes if n.sasl_port is not None]
+        if not ports:
+            raise KafkaHarnessError("this cluster has no SASL listener: start(sasl_users=...)")
+        return ",".join(f"127.0.0.1:{p}" for p in ports)
 
     @property
     def log_files(self) -> list[Path]:
@@ -201,16 +211,32 @@ class Cluster:
 def _properties(node: Node, nodes: Sequence[Node]) -> str:
     voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in nodes)
     rf = min(3, len(nodes))
+    listeners = f"PLAINTEXT://127.0.0.1:{node.port}"
+    protocols = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+    sasl: list[str] = []
+    if node.sasl_port is not None:
+        # Clients authenticate with SCRAM-SHA-512 on this listener; the brokers keep talking
+        # to each other on PLAINTEXT. The users' credentials are written into the metadata
+        # log at format time (``--add-scram``); no authorizer: an authenticated user may do
+        # anything, a wrong password is refused at the handshake.
+        listeners += f",SASL_PLAINTEXT://127.0.0.1:{node.sasl_port}"
+        protocols += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+        sasl = [
+            "sasl.enabled.mechanisms=SCRAM-SHA-512",
+            "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        ]
     return "\n".join(
         [
             "process.roles=broker,controller",
             f"node.id={node.node_id}",
             f"controller.quorum.voters={voters}",
-            f"listeners=PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{node.port}",
+            f"listeners={listeners},CONTROLLER://127.0.0.1:{node.controller_port}",
+            f"advertised.listeners={listeners}",
             "controller.listener.names=CONTROLLER",
             "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"listener.security.protocol.map={protocols}",
+            *sasl,
             f"log.dirs={node.data_dir}",
             f"offsets.topic.replication.factor={rf}",
             f"transaction.state.log.replication.factor={rf}",
@@ -233,8 +259,11 @@ def start(
     base_port: int | None = None,
     timeout: float = 90.0,
     heap: str = "384m",
+    sasl_users: dict[str, str] | None = None,
 ) -> Cluster:
-    """Format fresh storage and start ``brokers`` nodes; returns once all are ready."""
+    """Format fresh storage and start ``brokers`` nodes; returns once all are ready.
+    ``sasl_users`` (name -> password) adds a SASL_PLAINTEXT listener per node on a free
+    port (``Cluster.sasl_bootstrap``) where those users log in with SCRAM-SHA-512."""
     if brokers not in (1, 3):
         raise KafkaHarnessError("brokers must be 1 or 3")
     libs = fetch()
@@ -255,6 +284,8 @@ def start(
         nodes.append(
             Node(i + 1, port, cport, workdir / f"broker-{i + 1}.log", workdir / f"data-{i + 1}")
         )
+        if sasl_users:
+            nodes[-1].sasl_port = free_port()
     cluster = Cluster(workdir, nodes)
     cluster_id = new_cluster_id()
     classpath = f"{libs}/*"
@@ -283,6 +314,7 @@ def start(
                 f"--cluster-id={cluster_id}",
                 "-c",
                 str(props),
+                *_scram_args(sasl_users or {}),
             ],
             capture_output=True,
             text=True,
@@ -300,6 +332,16 @@ def start(
         raise
     cluster.started_seconds = time.monotonic() - t0
     return cluster
+
+
+def _scram_args(users: dict[str, str]) -> list[str]:
+    """StorageTool arguments that create SCRAM-SHA-512 credentials at format time."""
+    args = []
+    for name, password in users.items():
+        if not name.isidentifier() or any(c in password for c in ",[]="):
+            raise KafkaHarnessError(f"SCRAM user {name!r}: use plain names and passwords")
+        args.append(f"--add-scram=SCRAM-SHA-512=[name={name},password={password}]")
+    return args
 
 
 def _launch(node: Node) -> None:
@@ -356,11 +398,23 @@ def cmd_start(args: argparse.Namespace) -> int:
     if _running_pids(workdir):
         print(f"Kafka already running (pids in {_pidfile(workdir)}); `make kafka-stop` first")
         return 1
-    cluster = start(workdir, brokers=args.brokers, base_port=args.port, timeout=args.timeout)
+    users = dict(u.split(":", 1) for u in args.sasl)
+    cluster = start(
+        workdir,
+        brokers=args.brokers,
+        base_port=args.port,
+        timeout=args.timeout,
+        sasl_users=users or None,
+    )
     pids = [str(n.process.pid) for n in cluster.nodes if n.process]
     _pidfile(workdir).write_text("\n".join(pids) + "\n")
     print(f"Apache Kafka {kafka_version()} (KRaft) ready in {cluster.started_seconds:.1f}s")
     print(f"KAFKA_BOOTSTRAP_SERVERS={cluster.bootstrap}")
+    if users:
+        print(
+            f"SASL_PLAINTEXT (SCRAM-SHA-512, users {', '.join(users)}): "
+            f"KAFKA_BOOTSTRAP_SERVERS={cluster.sasl_bootstrap}"
+        )
     print(f"logs: {', '.join(str(p) for p in cluster.log_files)}")
     return 0
 
@@ -408,6 +462,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_start.add_argument("--brokers", type=int, default=1, choices=(1, 3))
     p_start.add_argument("--port", type=int, default=9092, help="first listener port")
     p_start.add_argument("--timeout", type=float, default=120.0)
+    p_start.add_argument(
+        "--sasl",
+        action="append",
+        default=[],
+        metavar="USER:PASSWORD",
+        help="add a SASL_PLAINTEXT listener (SCRAM-SHA-512) on a free port with this user "
+        "(repeatable)",
+    )
     for name in ("start", "stop", "status"):
         target = p_start if name == "start" else sub.add_parser(name)
         target.add_argument("--workdir", default=str(DEFAULT_WORKDIR))
