@@ -40,15 +40,37 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Any]:
-    started = _localkafka().start(tmp_path / "kafka", brokers=1)
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    started = _localkafka().start(tmp_path_factory.mktemp("kafka"), brokers=1)
     try:
         yield started
     finally:
         started.stop()
 
 
+def test_sigterm_with_the_broker_up_is_a_clean_stop_well_within_the_bound(
+    cluster: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The deadline only cuts a stop that cannot finish: an ordinary one exits 0."""
+    pool = WorkerPool(cluster.bootstrap, tmp_path_factory)
+    try:
+        worker = pool.start(shutdown_timeout=str(BOUND))
+        wait_for(lambda: worker.get("/ready"), 60, "the worker ready")
+        t0 = time.monotonic()
+        worker.proc.send_signal(signal.SIGTERM)
+        code = worker.proc.wait(BOUND + MARGIN)
+        took = time.monotonic() - t0
+    finally:
+        pool.stop_all()
+    text = worker.log.read_text(errors="replace")
+    print(f"\nstop with the broker up: exit {code} after {took:.1f} s")
+    assert code == 0, text.splitlines()[-20:]
+    assert took < BOUND
+    assert "STREAM_APP_SHUTDOWN_TIMEOUT); exiting" not in text
+
+
+# Runs last in this module: it stops the module's broker for good.
 def test_sigterm_with_the_broker_gone_exits_within_the_bound(
     cluster: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
