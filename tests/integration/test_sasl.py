@@ -5,12 +5,15 @@ Kafka of this module's own, users created at format time):
   its learner publishes a model) and `erase` (the worker carries it out) all work;
 - with a wrong password, each command fails fast with one line naming the SASL settings,
   no traceback, and a non-zero status (the worker does not start, so neither does its
-  learner)."""
+  learner);
+- over SASL_SSL (the same logins over TLS, a CA the harness made), the worker scores and
+  learns and the CLI works."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -170,3 +173,42 @@ def test_a_wrong_password_fails_fast_with_one_line_naming_the_settings(
     assert "STREAM_APP_KAFKA_SASL_PASSWORD" in output and "SCRAM-SHA-512" in output
     assert took < FAIL_FAST_S, f"{took:.1f} s to report a refused login"
     assert worker.alive()  # the running worker is not disturbed
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="the harness makes its CA with openssl")
+def test_the_same_over_tls_sasl_ssl(
+    cluster: Any, events: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """SASL_SSL: the same logins over TLS, the brokers' CA from STREAM_APP_KAFKA_SSL_CAFILE;
+    the worker scores and learns, `topics` and `replay` work, a wrong password is refused."""
+    tls = WorkerPool(cluster.sasl_ssl_bootstrap, tmp_path_factory)
+    try:
+        worker = tls.start(
+            kafka_sasl_password=PASSWORD,
+            **{**SASL, "kafka_security_protocol": "SASL_SSL"},
+            kafka_ssl_cafile=str(cluster.ca_file),
+            **SHORT_LEARNING,
+            **FAULT_SETTINGS,
+        )
+        env = worker.env
+        wait_for(lambda: worker.request("/ready")[0] == 200, 90, "/ready over SASL_SSL")
+        assert cli(env, "topics").returncode == 0
+        replay = cli(env, "replay", str(events))
+        assert replay.returncode == 0, replay.stderr
+        sent = json.loads(replay.stdout.strip().splitlines()[-1])["sent"]
+        wait_for(
+            lambda: worker.metric("churn_events_total") >= sent * 0.95,
+            180,
+            "the worker to apply the events over SASL_SSL",
+            every=1,
+        )
+        wait_for(
+            lambda: worker.metric("churn_model_snapshots_published_total") > 0,
+            90,
+            "the learner to publish a model over SASL_SSL",
+        )
+        refused = cli(with_password(env, "not-the-password"), "topics", timeout=60)
+        assert refused.returncode != 0
+        assert "SASL_SSL login" in refused.stderr and "Traceback" not in refused.stderr
+    finally:
+        tls.stop_all()

@@ -5,7 +5,7 @@ project's virtualenv exists. Commands:
 
     python tools/kafka/localkafka.py fetch                 # jars -> .kafka/libs (Maven)
     python tools/kafka/localkafka.py start [--brokers 3]   # background, prints bootstrap
-    python tools/kafka/localkafka.py start --sasl churn:secret  # + a SCRAM-SHA-512 listener
+    python tools/kafka/localkafka.py start --sasl churn:secret  # + SCRAM-SHA-512 listeners
     python tools/kafka/localkafka.py stop
     python tools/kafka/localkafka.py status
 
@@ -16,6 +16,9 @@ directory (``start_node``), for fault tests.
 The single-broker mode listens on 127.0.0.1:9092 (the project's default bootstrap);
 ``--brokers 3`` starts three combined broker/controller nodes on 9092, 9094 and 9096 with
 replication factor 3, for fault tests. Each broker logs to ``<workdir>/broker-N.log``.
+With SASL users (``start(sasl_users=...)``, ``--sasl``) each node also listens for
+SCRAM-SHA-512 logins on SASL_PLAINTEXT and, when openssl is on PATH, SASL_SSL (a
+throw-away CA in ``<workdir>/tls/ca.pem``).
 """
 
 from __future__ import annotations
@@ -117,6 +120,7 @@ class Node:
     argv: list[str] = field(default_factory=list)  # the command that starts this node
     log_offset: int = 0  # where the current run's output starts in log_file
     sasl_port: int | None = None  # the SASL_PLAINTEXT (SCRAM-SHA-512) listener, if any
+    sasl_ssl_port: int | None = None  # the same over TLS (SASL_SSL), if openssl was found
 
 
 @dataclass
@@ -138,6 +142,20 @@ class Cluster:
         if not ports:
             raise KafkaHarnessError("this cluster has no SASL listener: start(sasl_users=...)")
         return ",".join(f"127.0.0.1:{p}" for p in ports)
+
+    @property
+    def sasl_ssl_bootstrap(self) -> str:
+        """The SASL_SSL listeners: SCRAM-SHA-512 over TLS, certificates signed by
+        :attr:`ca_file` (made with openssl at start)."""
+        ports = [n.sasl_ssl_port for n in self.nodes if n.sasl_ssl_port is not None]
+        if not ports:
+            raise KafkaHarnessError("no SASL_SSL listener: start(sasl_users=...) with openssl")
+        return ",".join(f"127.0.0.1:{p}" for p in ports)
+
+    @property
+    def ca_file(self) -> Path:
+        """PEM of the CA that signed the brokers' certificates (SASL_SSL clients trust it)."""
+        return self.workdir / "tls" / "ca.pem"
 
     @property
     def log_files(self) -> list[Path]:
@@ -226,6 +244,17 @@ def _properties(node: Node, nodes: Sequence[Node]) -> str:
             "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config="
             "org.apache.kafka.common.security.scram.ScramLoginModule required;",
         ]
+    if node.sasl_ssl_port is not None:
+        # The same logins over TLS; the key and certificate chain in one PEM file (KIP-651).
+        listeners += f",SASL_SSL://127.0.0.1:{node.sasl_ssl_port}"
+        protocols += ",SASL_SSL:SASL_SSL"
+        tls = node.data_dir.parent / "tls"
+        sasl += [
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "listener.name.sasl_ssl.ssl.keystore.type=PEM",
+            f"listener.name.sasl_ssl.ssl.keystore.location={tls / 'broker-keystore.pem'}",
+        ]
     return "\n".join(
         [
             "process.roles=broker,controller",
@@ -286,7 +315,11 @@ def start(
         )
         if sasl_users:
             nodes[-1].sasl_port = free_port()
+            if shutil.which("openssl") is not None:
+                nodes[-1].sasl_ssl_port = free_port()
     cluster = Cluster(workdir, nodes)
+    if any(n.sasl_ssl_port is not None for n in nodes):
+        _make_certificates(workdir / "tls")
     cluster_id = new_cluster_id()
     classpath = f"{libs}/*"
     jvm = [
@@ -332,6 +365,30 @@ def start(
         raise
     cluster.started_seconds = time.monotonic() - t0
     return cluster
+
+
+def _make_certificates(tls: Path) -> None:
+    """A throw-away CA and a broker certificate for 127.0.0.1 (valid 2 days), with openssl:
+    ``ca.pem`` for clients, ``broker-keystore.pem`` (key + chain) for the brokers."""
+    tls.mkdir(parents=True)
+    (tls / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    steps = [
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+         "/CN=localkafka test CA", "-keyout", "ca.key", "-out", "ca.pem"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+         "-keyout", "broker.key", "-out", "broker.csr"],
+        ["x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+         "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "broker.pem"],
+    ]  # fmt: skip
+    for args in steps:
+        proc = subprocess.run(
+            ["openssl", *args], cwd=tls, capture_output=True, text=True, check=False
+        )
+        if proc.returncode != 0:
+            raise KafkaHarnessError(f"openssl {args[0]} failed: {proc.stderr[-1000:]}")
+    (tls / "broker-keystore.pem").write_text(
+        (tls / "broker.key").read_text() + (tls / "broker.pem").read_text()
+    )
 
 
 def _scram_args(users: dict[str, str]) -> list[str]:
@@ -415,6 +472,11 @@ def cmd_start(args: argparse.Namespace) -> int:
             f"SASL_PLAINTEXT (SCRAM-SHA-512, users {', '.join(users)}): "
             f"KAFKA_BOOTSTRAP_SERVERS={cluster.sasl_bootstrap}"
         )
+        if any(n.sasl_ssl_port for n in cluster.nodes):
+            print(
+                f"SASL_SSL (same users, CA {cluster.ca_file}): "
+                f"KAFKA_BOOTSTRAP_SERVERS={cluster.sasl_ssl_bootstrap}"
+            )
     print(f"logs: {', '.join(str(p) for p in cluster.log_files)}")
     return 0
 
@@ -467,8 +529,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="USER:PASSWORD",
-        help="add a SASL_PLAINTEXT listener (SCRAM-SHA-512) on a free port with this user "
-        "(repeatable)",
+        help="add SASL_PLAINTEXT and SASL_SSL listeners (SCRAM-SHA-512) on free ports with "
+        "this user (repeatable)",
     )
     for name in ("start", "stop", "status"):
         target = p_start if name == "start" else sub.add_parser(name)
