@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import faust
@@ -96,7 +97,14 @@ def check_login(settings: Settings, timeout: float = 10.0) -> None:
     says that. Plaintext and SSL without SASL have no login to check."""
     if not settings.kafka_security_protocol.startswith("SASL"):
         return
-    asyncio.run(_check_login(settings, timeout))
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # the usual case: called from the CLI, before any loop runs
+        asyncio.run(_check_login(settings, timeout))
+        return
+    # Called from inside a running loop: asyncio.run cannot nest, so use a thread of its own.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, _check_login(settings, timeout)).result()
 
 
 async def _check_login(settings: Settings, timeout: float) -> None:
