@@ -11,8 +11,8 @@ group's leave, the producer's flush) with no overall bound. Here:
   it writes one last log line naming the setting and leaves with :data:`EXIT_STOP_TIMEOUT`.
   A thread, not a task: the event loop may be what is stuck.
 - :class:`RepeatFilter`, on every handler of the root logger, lets the first of a repeated
-  warning or error through and drops its repeats for ``window`` seconds; the next one after
-  that carries "(repeated N times in the last M s)".
+  warning or error (same text) through and drops its repeats for ``window`` seconds; the
+  next one after that carries "(repeated N times in the last M s)".
 
 ``bounded_worker(settings)`` returns the Faust Worker class that does both; create_app
 passes it as ``Worker=``.
@@ -96,7 +96,7 @@ class StopDeadline:
 
 
 class RepeatFilter(logging.Filter):
-    """Rate-limits repeated warnings and errors: per (logger, level, message template), the
+    """Rate-limits repeated warnings and errors: per (logger, level, message text), the
     first in each ``window`` seconds passes, with the count of those dropped before it.
     INFO and below pass untouched (start-up and rebalance lines repeat per partition)."""
 
@@ -117,7 +117,9 @@ class RepeatFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
-        key = (record.name, record.levelno, str(record.msg))
+        # The formatted text, not the template: "partition 3 is stuck" and "partition 5 is
+        # stuck" are two facts; a reconnect error repeats word for word.
+        key = (record.name, record.levelno, record.getMessage())
         now = self._clock()
         with self._lock:
             entry = self._seen.get(key)
@@ -125,11 +127,11 @@ class RepeatFilter(logging.Filter):
                 entry[1] += 1
                 return False
             if entry is not None and entry[1]:
-                # str() first: a template that is not a str (an exception) still formats.
+                # The formatted text with the count (args consumed: no second formatting).
                 record.msg = (
-                    f"{record.msg} (repeated {int(entry[1])} times in the last "
-                    f"{now - entry[0]:.0f} s)"
+                    f"{key[2]} (repeated {int(entry[1])} times in the last {now - entry[0]:.0f} s)"
                 )
+                record.args = ()
             self._seen[key] = [now, 0]
             self._seen.move_to_end(key)
             while len(self._seen) > self.max_keys:

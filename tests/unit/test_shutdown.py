@@ -44,6 +44,10 @@ def test_different_messages_and_info_lines_are_not_held_back() -> None:
     assert repeat.filter(record("a %s", logging.WARNING))  # another level, another key
     assert all(repeat.filter(record("assigned %s", logging.INFO)) for _ in range(50))
     assert not repeat.filter(record("a %s"))
+    # one template, two facts: both are told
+    assert repeat.filter(record("partition %d is stuck", logging.ERROR, 3))
+    assert repeat.filter(record("partition %d is stuck", logging.ERROR, 5))
+    assert not repeat.filter(record("partition %d is stuck", logging.ERROR, 3))
 
 
 def test_the_filter_keeps_a_bounded_number_of_keys() -> None:
