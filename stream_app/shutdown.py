@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
 import time
 from collections import OrderedDict
@@ -77,21 +76,30 @@ class StopDeadline:
         """The bound passed: one clear last line, then leave without waiting for anything
         (no atexit handlers, no thread joins: those are what could hang)."""
         took = self._clock() - self._armed_at
-        log.critical(
+        record = log.makeRecord(
+            log.name,
+            logging.CRITICAL,
+            __file__,
+            0,
             "graceful stop (%s) did not finish within %.0f s "
             "(STREAM_APP_SHUTDOWN_TIMEOUT); exiting with status %d after %.1f s",
-            self._reason,
-            self.timeout,
-            EXIT_STOP_TIMEOUT,
-            took,
+            (self._reason, self.timeout, EXIT_STOP_TIMEOUT, took),
+            None,
         )
-        handlers = logging.getLogger().handlers
-        for handler in handlers:
-            handler.flush()
-            # Held until the exit: no other thread can log after the line above.
-            handler.acquire()
-        sys.stdout.flush()
-        sys.stderr.flush()
+        # Take every root handler's lock first and keep it until the exit, so that no other
+        # thread logs after this line; a handler stuck writing (a full pipe) is skipped
+        # after 2 s rather than waited for.
+        held = [
+            h for h in logging.getLogger().handlers if h.lock is None or h.lock.acquire(timeout=2.0)
+        ]
+        for handler in held:
+            try:
+                handler.emit(record)  # not handle(): no filter may drop this line
+                handler.flush()
+            except Exception:  # noqa: BLE001, S110 - exiting anyway; nothing to report to
+                pass
+        if not held:
+            os.write(2, (record.getMessage() + "\n").encode())
         self._exit(EXIT_STOP_TIMEOUT)
 
 

@@ -60,33 +60,48 @@ def test_the_filter_keeps_a_bounded_number_of_keys() -> None:
 def test_the_deadline_exits_with_its_status_and_a_last_line_naming_the_setting() -> None:
     exited = threading.Event()
     codes: list[int] = []
-
-    def fake_exit(code: int) -> None:
-        codes.append(code)
-        for h in logging.getLogger().handlers:  # expire() holds them until the exit
-            h.release()
-        exited.set()
-
-    deadline = StopDeadline(0.2, exit=fake_exit)
-    logger = logging.getLogger("stream_app.shutdown")
     lines: list[str] = []
+
+    blocked: list[bool] = []
 
     class Keep(logging.Handler):
         def emit(self, rec: logging.LogRecord) -> None:
             lines.append(rec.getMessage())
 
-    handler = Keep()
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+        def acquire_for_test(self) -> bool:
+            got = self.lock.acquire(timeout=0.1) if self.lock else True
+            if got and self.lock:
+                self.lock.release()
+            return not got
+
+    root = logging.getLogger()
+    keep = Keep()
+    keep.addFilter(lambda rec: False)  # a filter that drops all: the last line still shows
+    root.addHandler(keep)
+
+    def fake_exit(code: int) -> None:
+        codes.append(code)
+        others: list[bool] = []  # can another thread log now? (it must not)
+        probe = threading.Thread(target=lambda: others.append(keep.acquire_for_test()))
+        probe.start()
+        probe.join()
+        blocked.extend(others)
+        for h in root.handlers:  # expire() holds them until the exit
+            h.release()
+        exited.set()
+
     try:
+        deadline = StopDeadline(0.2, exit=fake_exit)
         deadline.arm("SIGTERM")
         deadline.arm("SIGINT")  # a second signal does not restart the countdown
         assert exited.wait(5)
     finally:
-        logger.removeHandler(handler)
+        root.removeHandler(keep)
     assert codes == [EXIT_STOP_TIMEOUT]
-    assert "STREAM_APP_SHUTDOWN_TIMEOUT" in lines[-1] and "SIGTERM" in lines[-1]
-    assert len(lines) == 2, lines
+    last = lines[-1]
+    assert "STREAM_APP_SHUTDOWN_TIMEOUT" in last and "SIGTERM" in last
+    assert "status 3" in last
+    assert blocked == [True]
 
 
 def test_the_worker_class_carries_the_configured_bound() -> None:
