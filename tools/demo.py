@@ -48,6 +48,9 @@ DEMO_SETTINGS = {
     "STREAM_APP_HORIZON": "14d",
     "STREAM_APP_SNAPSHOT_MAX_INTERVAL": "5s",  # the last labels reach /model quickly
     "STREAM_APP_LOG_LEVEL": "info",
+    # Ctrl-C stops everything within ~35 s at worst: the worker within 15 s (SIGKILL at 20 s)
+    # and then the broker within 15 s; both usually take one or two seconds.
+    "STREAM_APP_SHUTDOWN_TIMEOUT": "15s",
 }
 # Share of churners an intervention saves in the generated file. Only the offline report can
 # simulate it (the replay cannot react to interventions); see the uplift lines.
@@ -96,10 +99,11 @@ class Processes:
         self.children.append((name, proc))
         return proc
 
-    def stop(self, timeout: float = 25.0) -> list[str]:
+    def stop(self, timeout: float = 20.0) -> list[str]:
         """SIGTERM to every child at once (each stops within its own bound: the worker's
-        is STREAM_APP_SHUTDOWN_TIMEOUT, 20 s), SIGKILL to those still up after ``timeout``;
-        then the broker, last, so that the worker can still commit while it stops."""
+        is STREAM_APP_SHUTDOWN_TIMEOUT, 15 s here), SIGKILL to those still up after
+        ``timeout``; then the broker (SIGKILL after 15 s), last, so that the worker can
+        still commit while it stops."""
         stopped = []
         t0 = time.monotonic()
         running = [(name, proc) for name, proc in reversed(self.children) if proc.poll() is None]
@@ -116,7 +120,7 @@ class Processes:
         if self.cluster is not None:
             t0 = time.monotonic()
             pids = [n.process.pid for n in self.cluster.nodes if n.process]
-            self.cluster.stop()
+            self.cluster.stop(timeout=15.0)
             stopped.append(
                 f"Kafka (pid {', '.join(map(str, pids))}) in {time.monotonic() - t0:.1f} s"
             )
