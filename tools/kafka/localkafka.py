@@ -455,7 +455,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     if _running_pids(workdir):
         print(f"Kafka already running (pids in {_pidfile(workdir)}); `make kafka-stop` first")
         return 1
-    users = dict(u.split(":", 1) for u in args.sasl)
+    users = dict(args.sasl)
     cluster = start(
         workdir,
         brokers=args.brokers,
@@ -516,6 +516,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if pids else 1
 
 
+def _user(text: str) -> tuple[str, str]:
+    name, sep, password = text.partition(":")
+    if not sep or not name or not password:
+        raise argparse.ArgumentTypeError(f"expected USER:PASSWORD, got {text!r}")
+    return name, password
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -526,6 +533,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_start.add_argument("--timeout", type=float, default=120.0)
     p_start.add_argument(
         "--sasl",
+        type=_user,
         action="append",
         default=[],
         metavar="USER:PASSWORD",
