@@ -9,7 +9,7 @@ from typing import Any
 
 import faust
 
-from stream_app import web
+from stream_app import shutdown, web
 from stream_app.agents import lag, learner, model_sync, score
 from stream_app.core.engine import Engine
 from stream_app.kafka.send import partition_for
@@ -100,6 +100,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> ChurnApp:
         table_standby_replicas=0,
         broker_session_timeout=settings.session_timeout,  # rejoin after a kill: settings.py
         broker_credentials=faust_credentials(settings),  # SASL / SSL: security.py
+        Worker=shutdown.bounded_worker(settings.shutdown_timeout),  # a bounded stop
     )
 
     def raw_topic(name: str, partitions: int, **options: Any) -> Any:

@@ -228,6 +228,14 @@ class Settings(BaseSettings):
         description="When a partition is stuck, stop the worker (gracefully: state flushed, "
         "offsets committed) so that the orchestrator restarts it and it fetches again.",
     )
+    shutdown_timeout: Duration = Field(
+        20.0,
+        gt=0,
+        le=600.0,
+        description="A worker's graceful stop (SIGTERM, Ctrl-C, the stall watchdog) takes at "
+        "most this long, even with the brokers gone; past it the worker logs why and exits "
+        "with status 3. Keep it under the orchestrator's grace period (30 s in Kubernetes).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Worker log level."
     )

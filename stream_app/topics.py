@@ -11,7 +11,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from stream_app.errors import StreamAppError
-from stream_app.security import kafka_python_options
+from stream_app.security import check_login, kafka_python_options
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ def ensure_topics(settings: Settings, timeout_ms: int = 30_000) -> dict[str, int
     ``kafka-configs --alter``); refuse to go on when the clickstream topic exists with
     another partition count (state would be split across the wrong partitions)."""
     specs = topic_specs(settings)
+    check_login(settings)  # a refused SASL login: one clear line now, not a timeout later
     try:
         admin = KafkaAdminClient(
             bootstrap_servers=settings.kafka_bootstrap_servers.split(","),

@@ -184,3 +184,67 @@ def test_every_kafka_client_the_project_creates_goes_through_the_security_mappin
     assert missing == []
     callers = (ROOT / "stream_app" / "cli.py").read_text()
     assert "**kafka_python_options(settings)" in callers  # the replay command's producer
+
+
+def sasl_settings() -> object:
+    return load_settings(
+        kafka_bootstrap_servers="127.0.0.1:1,127.0.0.1:2",
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_sasl_username="churn",
+        kafka_sasl_password=SECRET,
+    )
+
+
+def test_a_refused_login_is_one_line_naming_the_sasl_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed
+
+    tried: list[int] = []
+
+    async def broker(host: str, port: int, **options: object) -> object:
+        tried.append(port)
+        if port == 1:  # the first bootstrap server is down: the next one is asked
+            raise KafkaConnectionError("refused")
+        assert options["sasl_plain_password"] == SECRET
+        raise SaslAuthenticationFailed("Authentication failed: invalid credentials")
+
+    monkeypatch.setattr(security, "create_conn", broker)
+    with pytest.raises(ConfigError) as err:
+        security.check_login(sasl_settings())  # type: ignore[arg-type]
+    text = str(err.value)
+    assert tried == [1, 2]
+    assert "\n" not in text and SECRET not in text
+    assert "127.0.0.1:2 refused the SASL_PLAINTEXT login of user 'churn' with SCRAM-SHA-512" in text
+    for name in ("USERNAME", "PASSWORD", "MECHANISM"):
+        assert f"STREAM_APP_KAFKA_SASL_{name}" in text
+
+
+def test_no_reachable_broker_is_left_to_the_caller_and_plaintext_is_not_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def down(host: str, port: int, **options: object) -> object:
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(security, "create_conn", down)
+    security.check_login(sasl_settings())  # type: ignore[arg-type]
+    monkeypatch.setattr(security, "create_conn", None)  # would fail if called
+    security.check_login(load_settings())
+
+
+def test_the_login_check_also_runs_from_inside_an_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aiokafka.errors import SaslAuthenticationFailed
+
+    async def refuse(host: str, port: int, **options: object) -> object:
+        raise SaslAuthenticationFailed("no")
+
+    monkeypatch.setattr(security, "create_conn", refuse)
+
+    async def inside() -> None:
+        security.check_login(sasl_settings())  # type: ignore[arg-type]
+
+    with pytest.raises(ConfigError):
+        asyncio.run(inside())

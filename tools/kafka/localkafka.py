@@ -5,6 +5,7 @@ project's virtualenv exists. Commands:
 
     python tools/kafka/localkafka.py fetch                 # jars -> .kafka/libs (Maven)
     python tools/kafka/localkafka.py start [--brokers 3]   # background, prints bootstrap
+    python tools/kafka/localkafka.py start --sasl churn:secret  # + SCRAM-SHA-512 listeners
     python tools/kafka/localkafka.py stop
     python tools/kafka/localkafka.py status
 
@@ -15,6 +16,9 @@ directory (``start_node``), for fault tests.
 The single-broker mode listens on 127.0.0.1:9092 (the project's default bootstrap);
 ``--brokers 3`` starts three combined broker/controller nodes on 9092, 9094 and 9096 with
 replication factor 3, for fault tests. Each broker logs to ``<workdir>/broker-N.log``.
+With SASL users (``start(sasl_users=...)``, ``--sasl``) each node also listens for
+SCRAM-SHA-512 logins on SASL_PLAINTEXT and, when openssl is on PATH, SASL_SSL (a
+throw-away CA in ``<workdir>/tls/ca.pem``).
 """
 
 from __future__ import annotations
@@ -115,6 +119,8 @@ class Node:
     process: subprocess.Popen[bytes] | None = None
     argv: list[str] = field(default_factory=list)  # the command that starts this node
     log_offset: int = 0  # where the current run's output starts in log_file
+    sasl_port: int | None = None  # the SASL_PLAINTEXT (SCRAM-SHA-512) listener, if any
+    sasl_ssl_port: int | None = None  # the same over TLS (SASL_SSL), if openssl was found
 
 
 @dataclass
@@ -128,6 +134,28 @@ class Cluster:
     @property
     def bootstrap(self) -> str:
         return ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        """The SASL_PLAINTEXT listeners (``start(sasl_users=...)``; SCRAM-SHA-512)."""
+        ports = [n.sasl_port for n in self.nodes if n.sasl_port is not None]
+        if not ports:
+            raise KafkaHarnessError("this cluster has no SASL listener: start(sasl_users=...)")
+        return ",".join(f"127.0.0.1:{p}" for p in ports)
+
+    @property
+    def sasl_ssl_bootstrap(self) -> str:
+        """The SASL_SSL listeners: SCRAM-SHA-512 over TLS, certificates signed by
+        :attr:`ca_file` (made with openssl at start)."""
+        ports = [n.sasl_ssl_port for n in self.nodes if n.sasl_ssl_port is not None]
+        if not ports:
+            raise KafkaHarnessError("no SASL_SSL listener: start(sasl_users=...) with openssl")
+        return ",".join(f"127.0.0.1:{p}" for p in ports)
+
+    @property
+    def ca_file(self) -> Path:
+        """PEM of the CA that signed the brokers' certificates (SASL_SSL clients trust it)."""
+        return self.workdir / "tls" / "ca.pem"
 
     @property
     def log_files(self) -> list[Path]:
@@ -201,16 +229,43 @@ class Cluster:
 def _properties(node: Node, nodes: Sequence[Node]) -> str:
     voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in nodes)
     rf = min(3, len(nodes))
+    listeners = f"PLAINTEXT://127.0.0.1:{node.port}"
+    protocols = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+    sasl: list[str] = []
+    if node.sasl_port is not None:
+        # Clients authenticate with SCRAM-SHA-512 on this listener; the brokers keep talking
+        # to each other on PLAINTEXT. The users' credentials are written into the metadata
+        # log at format time (``--add-scram``); no authorizer: an authenticated user may do
+        # anything, a wrong password is refused at the handshake.
+        listeners += f",SASL_PLAINTEXT://127.0.0.1:{node.sasl_port}"
+        protocols += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+        sasl = [
+            "sasl.enabled.mechanisms=SCRAM-SHA-512",
+            "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        ]
+    if node.sasl_ssl_port is not None:
+        # The same logins over TLS; the key and certificate chain in one PEM file (KIP-651).
+        listeners += f",SASL_SSL://127.0.0.1:{node.sasl_ssl_port}"
+        protocols += ",SASL_SSL:SASL_SSL"
+        tls = node.data_dir.parent / "tls"
+        sasl += [
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "listener.name.sasl_ssl.ssl.keystore.type=PEM",
+            f"listener.name.sasl_ssl.ssl.keystore.location={tls / 'broker-keystore.pem'}",
+        ]
     return "\n".join(
         [
             "process.roles=broker,controller",
             f"node.id={node.node_id}",
             f"controller.quorum.voters={voters}",
-            f"listeners=PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{node.port}",
+            f"listeners={listeners},CONTROLLER://127.0.0.1:{node.controller_port}",
+            f"advertised.listeners={listeners}",
             "controller.listener.names=CONTROLLER",
             "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"listener.security.protocol.map={protocols}",
+            *sasl,
             f"log.dirs={node.data_dir}",
             f"offsets.topic.replication.factor={rf}",
             f"transaction.state.log.replication.factor={rf}",
@@ -233,8 +288,11 @@ def start(
     base_port: int | None = None,
     timeout: float = 90.0,
     heap: str = "384m",
+    sasl_users: dict[str, str] | None = None,
 ) -> Cluster:
-    """Format fresh storage and start ``brokers`` nodes; returns once all are ready."""
+    """Format fresh storage and start ``brokers`` nodes; returns once all are ready.
+    ``sasl_users`` (name -> password) adds a SASL_PLAINTEXT listener per node on a free
+    port (``Cluster.sasl_bootstrap``) where those users log in with SCRAM-SHA-512."""
     if brokers not in (1, 3):
         raise KafkaHarnessError("brokers must be 1 or 3")
     libs = fetch()
@@ -255,7 +313,13 @@ def start(
         nodes.append(
             Node(i + 1, port, cport, workdir / f"broker-{i + 1}.log", workdir / f"data-{i + 1}")
         )
+        if sasl_users:
+            nodes[-1].sasl_port = free_port()
+            if shutil.which("openssl") is not None:
+                nodes[-1].sasl_ssl_port = free_port()
     cluster = Cluster(workdir, nodes)
+    if any(n.sasl_ssl_port is not None for n in nodes):
+        _make_certificates(workdir / "tls")
     cluster_id = new_cluster_id()
     classpath = f"{libs}/*"
     jvm = [
@@ -283,6 +347,7 @@ def start(
                 f"--cluster-id={cluster_id}",
                 "-c",
                 str(props),
+                *_scram_args(sasl_users or {}),
             ],
             capture_output=True,
             text=True,
@@ -300,6 +365,40 @@ def start(
         raise
     cluster.started_seconds = time.monotonic() - t0
     return cluster
+
+
+def _make_certificates(tls: Path) -> None:
+    """A throw-away CA and a broker certificate for 127.0.0.1 (valid 2 days), with openssl:
+    ``ca.pem`` for clients, ``broker-keystore.pem`` (key + chain) for the brokers."""
+    tls.mkdir(parents=True)
+    (tls / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    steps = [
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+         "/CN=localkafka test CA", "-keyout", "ca.key", "-out", "ca.pem"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+         "-keyout", "broker.key", "-out", "broker.csr"],
+        ["x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+         "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "broker.pem"],
+    ]  # fmt: skip
+    for args in steps:
+        proc = subprocess.run(
+            ["openssl", *args], cwd=tls, capture_output=True, text=True, check=False
+        )
+        if proc.returncode != 0:
+            raise KafkaHarnessError(f"openssl {args[0]} failed: {proc.stderr[-1000:]}")
+    (tls / "broker-keystore.pem").write_text(
+        (tls / "broker.key").read_text() + (tls / "broker.pem").read_text()
+    )
+
+
+def _scram_args(users: dict[str, str]) -> list[str]:
+    """StorageTool arguments that create SCRAM-SHA-512 credentials at format time."""
+    args = []
+    for name, password in users.items():
+        if not name.isidentifier() or any(c in password for c in ",[]="):
+            raise KafkaHarnessError(f"SCRAM user {name!r}: use plain names and passwords")
+        args.append(f"--add-scram=SCRAM-SHA-512=[name={name},password={password}]")
+    return args
 
 
 def _launch(node: Node) -> None:
@@ -356,11 +455,28 @@ def cmd_start(args: argparse.Namespace) -> int:
     if _running_pids(workdir):
         print(f"Kafka already running (pids in {_pidfile(workdir)}); `make kafka-stop` first")
         return 1
-    cluster = start(workdir, brokers=args.brokers, base_port=args.port, timeout=args.timeout)
+    users = dict(args.sasl)
+    cluster = start(
+        workdir,
+        brokers=args.brokers,
+        base_port=args.port,
+        timeout=args.timeout,
+        sasl_users=users or None,
+    )
     pids = [str(n.process.pid) for n in cluster.nodes if n.process]
     _pidfile(workdir).write_text("\n".join(pids) + "\n")
     print(f"Apache Kafka {kafka_version()} (KRaft) ready in {cluster.started_seconds:.1f}s")
     print(f"KAFKA_BOOTSTRAP_SERVERS={cluster.bootstrap}")
+    if users:
+        print(
+            f"SASL_PLAINTEXT (SCRAM-SHA-512, users {', '.join(users)}): "
+            f"KAFKA_BOOTSTRAP_SERVERS={cluster.sasl_bootstrap}"
+        )
+        if any(n.sasl_ssl_port for n in cluster.nodes):
+            print(
+                f"SASL_SSL (same users, CA {cluster.ca_file}): "
+                f"KAFKA_BOOTSTRAP_SERVERS={cluster.sasl_ssl_bootstrap}"
+            )
     print(f"logs: {', '.join(str(p) for p in cluster.log_files)}")
     return 0
 
@@ -400,6 +516,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if pids else 1
 
 
+def _user(text: str) -> tuple[str, str]:
+    name, sep, password = text.partition(":")
+    if not sep or not name or not password:
+        raise argparse.ArgumentTypeError(f"expected USER:PASSWORD, got {text!r}")
+    return name, password
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -408,6 +531,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_start.add_argument("--brokers", type=int, default=1, choices=(1, 3))
     p_start.add_argument("--port", type=int, default=9092, help="first listener port")
     p_start.add_argument("--timeout", type=float, default=120.0)
+    p_start.add_argument(
+        "--sasl",
+        type=_user,
+        action="append",
+        default=[],
+        metavar="USER:PASSWORD",
+        help="add SASL_PLAINTEXT and SASL_SSL listeners (SCRAM-SHA-512) on free ports with "
+        "this user (repeatable)",
+    )
     for name in ("start", "stop", "status"):
         target = p_start if name == "start" else sub.add_parser(name)
         target.add_argument("--workdir", default=str(DEFAULT_WORKDIR))
