@@ -168,7 +168,7 @@ class DecisionLog:
     (event time, action, outcome) for the report, and the file of every decision."""
 
     outcomes: Counter[str] = field(default_factory=Counter)
-    actions: Counter[str] = field(default_factory=Counter)
+    actions: Counter[tuple[str, str]] = field(default_factory=Counter)  # (action, outcome)
     suppressed: Counter[str] = field(default_factory=Counter)
     breaker_opened: int = 0
     users_treated: set[str] = field(default_factory=set)
@@ -281,7 +281,7 @@ class Replay:
             if d.suppressed_by is not None:
                 log.suppressed[d.suppressed_by] += 1
             else:
-                log.actions[d.action] += 1
+                log.actions[d.action, d.outcome] += 1
             if d.outcome == "treatment":
                 log.users_treated.add(d.user_id)
                 self.simulator.treated(d.user_id, d.ts)
@@ -364,7 +364,11 @@ def _policy_summary(replay: Replay) -> dict[str, Any]:
         "suppressed": dict(sorted(log.suppressed.items())),
         "budget_exhausted": log.suppressed["budget"],
         "breaker_opened": log.breaker_opened,
-        "interventions_by_action": dict(sorted(log.actions.items())),
+        # Labelled: "interventions" counts only the sent ones, the control group is apart.
+        "interventions_by_action": {
+            a: {"sent": log.actions[a, "treatment"], "held_out": log.actions[a, "holdout"]}
+            for a in sorted({a for a, _ in log.actions})
+        },
         "users_treated": len(log.users_treated),
         "uplift": {
             "uplift": _round(u.uplift),

@@ -496,7 +496,9 @@ def summary_lines(run: Run, f: Findings) -> list[str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--dir", type=Path, default=ROOT / "out" / "demo", help="output folder")
     # 2,000 users x 60 days is ~258k messages: about 80 s for one worker on a 2-core
     # machine (~0.3 ms of CPU a message with the write-back cache; 0.55 ms before it).
