@@ -201,10 +201,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command in ("replay", "topics"):
         from stream_app.settings import load_settings
-        from stream_app.topics import ensure_topics
+        from stream_app.topics import check_reachable, ensure_topics
 
         settings = load_settings()
-        topics = ensure_topics(settings)
+        if args.command == "replay":  # a client: fail fast, create no internal topic
+            check_reachable(settings)
+        topics = ensure_topics(settings, internal=args.command == "topics")
         if args.command == "topics":
             print(json.dumps(topics, sort_keys=True))
             return 0

@@ -19,6 +19,7 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -495,6 +496,20 @@ def summary_lines(run: Run, f: Findings) -> list[str]:
     return lines
 
 
+# What a client command (`stream-app erase`, `replay`, `config`) needs to reach the worker
+# the demo kept: the brokers, the app id and the topics (the API token is not printed).
+CLIENT_VARIABLES = ("KAFKA_BOOTSTRAP_SERVERS", "STREAM_APP_APP_ID", "STREAM_APP_TOPIC_")
+
+
+def export_lines(env: dict[str, str]) -> list[str]:
+    """`export` lines an operator pastes into another shell to reach the kept demo."""
+    return [
+        f"export {k}={shlex.quote(v)}"
+        for k, v in sorted(env.items())
+        if k.startswith(CLIENT_VARIABLES)
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -654,6 +669,9 @@ def demo(args: argparse.Namespace, procs: Processes) -> int:
     (out / "summary.txt").write_text("\n".join(lines) + "\n")
     if args.keep:
         say(f"\nkept running: http://127.0.0.1:{port}/metrics; Ctrl-C stops everything")
+        say("to reach it from another shell (stream-app erase, replay, config), paste:")
+        for line in export_lines(env):
+            say(f"  {line}")
         while worker.poll() is None:
             time.sleep(1)
     return 0
