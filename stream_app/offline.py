@@ -21,6 +21,7 @@ from typing import IO, Any
 
 from pydantic import TypeAdapter
 
+from stream_app.advice import no_labels_advice
 from stream_app.core.config import LearnerConfig, ModelConfig
 from stream_app.core.engine import Engine, StepResult
 from stream_app.core.features import UserState
@@ -160,6 +161,8 @@ class _Counts:
     duplicates: int = 0
     scores: int = 0
     simulated_out: int = 0  # events of a future the treatment simulation did not take
+    first_ts: float | None = None  # event time of the file's first and last valid event
+    last_ts: float | None = None
 
 
 @dataclass
@@ -222,6 +225,7 @@ class Replay:
             for ts, event in read(self.path, decoder, self.invalid):
                 if first:
                     engine.labels_from = ts + self.settings.eval_warmup
+                    counts.first_ts = ts
                     first = False
                 counts.total += 1
                 if scores_at is not None and not exported and ts >= scores_at:
@@ -254,6 +258,7 @@ class Replay:
                 )
             if scores_at is not None and not exported:
                 _export_scores(engine, store, scores_at, options.scores_out)
+            counts.last_ts = None if first else clock.stream_time
         finally:
             if out is not None:
                 out.close()
@@ -349,6 +354,7 @@ def _evaluate(
         **_policy_summary(replay),
         "memory_per_user_bytes": memory_per_user(replay.store),
         "sorted_input": not ordered,
+        **_event_span(counts.first_ts, counts.last_ts),
         "seconds": round(elapsed, 3),
     }
     return run
@@ -438,6 +444,17 @@ def deep_sizeof(obj: object, seen: set[int] | None = None) -> int:
     return size
 
 
+def _event_span(first: float | None, last: float | None) -> dict[str, Any]:
+    """The file's first and last valid event time, and the days between them."""
+    if first is None or last is None:
+        return {"first_event": None, "last_event": None, "span_days": None}
+    return {
+        "first_event": _iso(first),
+        "last_event": _iso(last),
+        "span_days": round((last - first) / 86400, 3),
+    }
+
+
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
 
@@ -475,4 +492,10 @@ def evaluate_cli(args: Any) -> EvaluationRun:
     )
     run = evaluate(args.file, settings, options)
     print(json.dumps(run.summary), flush=True)
+    if run.summary["labels"] == 0:  # say why, rather than a bare "auc": null
+        days = run.summary["span_days"]
+        why = no_labels_advice(
+            None if days is None else days * 86400, settings.eval_warmup, settings.horizon
+        )
+        print(f"evaluate: {why or 'no labels'}", file=sys.stderr)
     return run
