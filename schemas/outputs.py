@@ -177,7 +177,16 @@ class _Flagged(_Out):
     policy_version: str = Field(description="Hash of the effective policy configuration.")
 
 
-class Decision(_Flagged):
+class _Decided(_Flagged):
+    decided_at: AwareDatetime | None = Field(
+        None,
+        description="Wall-clock time the worker decided (UTC); ts is the score's event "
+        "time, which lags the clock in a backfill or when the worker is behind. Use it to "
+        "expire interventions (docs/events.md). Null when not stamped (an offline run).",
+    )
+
+
+class Decision(_Decided):
     """Audit record of every flagged score: sent (treatment), held out, or suppressed by a
     limit. Key: user_id. decision_id is deterministic: dedupe on it."""
 
@@ -192,7 +201,7 @@ class Decision(_Flagged):
     )
 
 
-class Intervention(_Flagged):
+class Intervention(_Decided):
     """What a CRM or messaging system acts on (treatment only). Key: user_id.
     intervention_id is deterministic: dedupe on it."""
 
