@@ -144,8 +144,10 @@ class Reason(_Out):
 
     name: str = Field(description="Feature name (docs/features.md).")
     value: FiniteFloat = Field(
-        description="Contribution to the log-odds of churn: weight x standardised value "
-        "(the cold-start prior: weight x value)."
+        description="Contribution to the log-odds of churn, above a reference user's: "
+        "weight x standardised value for the learned model (the reference is the mean "
+        "user of its training data); weight x (value - reference) for the cold-start "
+        "prior (the reference user was last seen a week ago)."
     )
 
 

@@ -410,7 +410,8 @@ def _export_scores(
         return
     with out.open("w") as fh:
         for uid in sorted(store):
-            p, reasons = engine.score_now(store[uid], at)
+            p, codes = engine.score_now(store[uid], at)
+            reasons = [{"name": n, "value": round(v, 6)} for n, v in codes]  # as on Kafka
             fh.write(json.dumps({"user_id": uid, "p": p, "reasons": reasons}) + "\n")
 
 

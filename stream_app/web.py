@@ -79,9 +79,9 @@ def user_view(deps: Deps, state: UserState, partition: int) -> dict[str, Any]:
         "user_id": state.user_id,
         "p": p,
         "tier": risk_tier(p),
-        "reasons": [
-            {"feature": name, "contribution": round(c, 6)} for name, c in scorer.reason_codes(vec)
-        ],
+        # The shape of the reasons on retention.decisions and .interventions (schemas/
+        # outputs.py Reason): one shape wherever a reason code is shown.
+        "reasons": [{"name": name, "value": round(c, 6)} for name, c in scorer.reason_codes(vec)],
         "model_version": scorer.version,
         "as_of": _iso(at),
         "last_event_at": _iso(state.last_ts),

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from schemas.outputs import Reason
 from stream_app.advice import no_labels_advice
 from stream_app.cli import COMMANDS, main
 from stream_app.generate import Generator
@@ -140,6 +141,9 @@ def test_evaluate_summary_and_outputs(
     score_rows = [json.loads(x) for x in scores.read_text().splitlines()]
     assert {r["user_id"] for r in score_rows} == seen
     assert all(0.0 <= r["p"] <= 1.0 for r in score_rows)
+    # Reason codes in the export have the shape they have on Kafka (schemas/outputs.py).
+    shown = [reason for r in score_rows for reason in r["reasons"]]
+    assert shown and all(set(x) == set(Reason.model_fields) and x["value"] > 0 for x in shown)
     for name in (
         "rolling_auc.png",
         "calibration.png",

@@ -273,7 +273,7 @@ def test_decisions_carry_the_scorers_reason_codes() -> None:
     h.score("u", 0, 0.1)
     out = h.score("u", 1, 0.5, log_days_since_last_event=math.log1p(20))
     assert out is not None
-    assert out.reasons == [("log_days_since_last_event", 1.3 * math.log1p(20))]
+    assert out.reasons == [("log_days_since_last_event", 1.3 * (math.log1p(20) - math.log1p(7)))]
     msg = decision_message(out)
     assert [(r.name, r.value) for r in msg.reasons] == out.reasons
 
