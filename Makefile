@@ -56,7 +56,9 @@ schema: $(STAMP)  ## regenerate schemas/json from the pydantic models
 	$(VENV)/bin/stream-app schema --out schemas/json
 
 demo: $(STAMP) kafka-fetch  ## two months of traffic through a live worker that learns and intervenes (DEMO_ARGS=--keep: stay up)
-	$(PY) tools/demo.py --dir $(DEMO_DIR) $(DEMO_ARGS)
+	@# Ctrl-C is how a kept demo ends: exit 130 is a stop, not "make: *** Error 130".
+	@$(PY) tools/demo.py --dir $(DEMO_DIR) $(DEMO_ARGS) || { rc=$$?; \
+	    if [ $$rc -eq 130 ]; then echo "demo stopped (Ctrl-C)"; else exit $$rc; fi; }
 
 docs-img: $(STAMP)  ## the README's report figures: the demo's data and settings at 5,000 users, offline
 	$(PY) tools/demo.py --report-only --users 5000 --dir out/docs-img
