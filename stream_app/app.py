@@ -11,7 +11,7 @@ import faust
 import msgspec
 from faust.serializers import codecs
 
-from stream_app import faust_fixes, web
+from stream_app import faust_fixes, log_filters, web
 from stream_app.agents import lag, learner, model_sync, score
 from stream_app.agents.user_cache import UserCache
 from stream_app.core.engine import Engine
@@ -95,6 +95,7 @@ class ChurnApp(faust.App):
 
 def create_app(settings: Settings, metrics: Metrics | None = None) -> ChurnApp:
     faust_fixes.apply()  # faust-streaming 0.15.3 loses events after a rebalance: see module
+    log_filters.install()  # a benign coordinator error at start reads as INFO: see module
     metrics = metrics or Metrics()
     app = ChurnApp(
         settings.app_id,
