@@ -52,3 +52,39 @@ def test_the_export_lines_give_a_client_the_kept_workers_kafka_app_and_topics(
     for name in ("clickstream", "interventions", "erasure", "topic_partitions"):
         field = name if name.startswith("topic_") else f"topic_{name}"
         assert getattr(client, field) == getattr(worker, field), field
+
+
+def test_the_summary_names_each_auc_by_its_model_key_and_labels(tmp_path: Path) -> None:
+    """The run in the issue: the demo said 0.829 (the learned model) while /model
+    rolling_auc and churn_model_rolling_auc said 0.801 (the scores served). Both appear,
+    each named by the key and gauge it is, on the labels it is measured on."""
+    demo = _demo()
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "rolling_auc.png").write_bytes(b"png")
+    run = demo.Run(
+        tmp_path,
+        {"STREAM_APP_ROLLING_WINDOW": "2000"},
+        "b:9092",
+        {"dlq": "clickstream.dlq", "interventions": "retention.interventions"},
+        6066,
+    )
+    metrics = demo.parse_metrics("churn_model_labels_total 8688\n")
+    model = {
+        "version": 20,
+        "ready": True,
+        "n_labels": 8688,
+        "metrics": {
+            "challenger_auc": 0.829,
+            "prior_auc": 0.751,
+            "rolling_auc": 0.801,
+            "rolling_logloss": 0.316,
+        },
+    }
+    findings = demo.Findings(metrics, model, 10, 5, 0, None, None, 1.0, 60)
+    text = "\n".join(demo.summary_lines(run, findings))
+    assert "live, on the learner's last 2,000 labels" in text
+    assert "learned model  0.829  challenger_auc" in text
+    assert "recency alone  0.751  prior_auc" in text
+    assert "scores served  0.801  rolling_auc" in text
+    assert "the interval should include 0 here" in text
+    assert "offline run of the same file" in text and "simulated treatment effect" in text
