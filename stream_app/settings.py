@@ -433,7 +433,10 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            name = ".".join(str(p) for p in err["loc"]) or "settings"
+            if not err["loc"]:  # a check across settings: its message names them
+                lines.append(f"invalid settings: {err['msg'].removeprefix('Value error, ')}")
+                continue
+            name = ".".join(str(p) for p in err["loc"])
             env = (
                 "KAFKA_BOOTSTRAP_SERVERS"
                 if name == "kafka_bootstrap_servers"
