@@ -27,6 +27,18 @@ ROUTED = "X-Churn-Routed"  # set on a request one worker forwards to another
 TIERS = ((0.6, "high"), (0.3, "mid"), (0.0, "low"))
 
 
+def metrics_about(window: int) -> dict[str, str]:
+    """What each /model metric is: which scores, on which labels. One name per number:
+    each is also the gauge churn_model_<key>."""
+    labels = f"on the learner's last {window} labels (live, prequential)"
+    return {
+        "challenger_auc": f"ROC AUC of the learned model {labels}",
+        "prior_auc": f"ROC AUC of the cold-start prior (recency alone) {labels}",
+        "rolling_auc": f"ROC AUC of the scores served (the prior or earlier models) {labels}",
+        "rolling_logloss": f"log loss of the scores served {labels}",
+    }
+
+
 def risk_tier(p: float) -> str:
     return next(name for floor, name in TIERS if p >= floor)
 
@@ -59,6 +71,7 @@ def model_view(deps: Deps) -> dict[str, Any]:
         "n_labels": latest.n_labels if latest is not None else 0,
         "feature_schema": deps.engine.space.schema,
         "metrics": dict(latest.metrics) if latest is not None else {},
+        "metrics_about": metrics_about(deps.settings.rolling_window),
         "weights": weights,
         "intercept": intercept,
         "latest_snapshot_version": latest.version if latest is not None else None,
