@@ -162,8 +162,10 @@ class Reason(_Out):
 
     name: str = Field(description="Feature name (docs/features.md).")
     value: FiniteFloat = Field(
-        description="Contribution to the log-odds of churn: weight x standardised value "
-        "(the cold-start prior: weight x value)."
+        description="Contribution to the log-odds of churn, above a reference user's: "
+        "weight x standardised value for the learned model (the reference is the mean "
+        "user of its training data); weight x (value - reference) for the cold-start "
+        "prior (the reference user was last seen a week ago)."
     )
 
 
@@ -195,7 +197,16 @@ class _Flagged(_Out):
     policy_version: str = Field(description="Hash of the effective policy configuration.")
 
 
-class Decision(_Flagged):
+class _Decided(_Flagged):
+    decided_at: AwareDatetime | None = Field(
+        None,
+        description="Wall-clock time the worker decided (UTC); ts is the score's event "
+        "time, which lags the clock in a backfill or when the worker is behind. Use it to "
+        "expire interventions (docs/events.md). Null when not stamped (an offline run).",
+    )
+
+
+class Decision(_Decided):
     """Audit record of every flagged score: sent (treatment), held out, or suppressed by a
     limit. Key: user_id. decision_id is deterministic: dedupe on it."""
 
@@ -210,7 +221,7 @@ class Decision(_Flagged):
     )
 
 
-class Intervention(_Flagged):
+class Intervention(_Decided):
     """What a CRM or messaging system acts on (treatment only). Key: user_id.
     intervention_id is deterministic: dedupe on it."""
 

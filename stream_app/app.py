@@ -9,7 +9,7 @@ from typing import Any
 
 import faust
 
-from stream_app import shutdown, web
+from stream_app import log_filters, shutdown, web
 from stream_app.agents import lag, learner, model_sync, score
 from stream_app.core.engine import Engine
 from stream_app.kafka.send import partition_for
@@ -72,6 +72,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> ChurnApp:
     faust_fixes.apply()  # faust-streaming 0.15.3 loses events after a rebalance: see module
     if web.require_token_beyond_loopback(settings):  # ConfigError unless safe or opted out
         log.warning("STREAM_APP_API_ALLOW_OPEN: /users and /model answer anyone, no token")
+    log_filters.install()  # a benign coordinator error at start reads as INFO: see module
     metrics = metrics or Metrics()
     app = ChurnApp(
         settings.app_id,

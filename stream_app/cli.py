@@ -21,6 +21,7 @@ COMMANDS = (
     "replay",
     "topics",
     "config",
+    "erase",
 )
 
 EPILOG = """configuration: every setting comes from the environment, KAFKA_BOOTSTRAP_SERVERS
@@ -49,7 +50,10 @@ class _Help(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
         default = action.default
-        if default in (None, False, argparse.SUPPRESS) or "%(default)" in text:
+        # Identity, not ``in``: 0 and 0.0 equal False, and "0" is a default worth showing.
+        if default is None or default is False or default is argparse.SUPPRESS:
+            return text
+        if "%(default)" in text or "(default:" in text:
             return text
         return f"{text} (default: %(default)s)"
 
@@ -74,7 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
         "run a worker: scores the clickstream, learns (on the worker that owns the training "
         "partition), emits interventions, serves /metrics and the HTTP API",
     )
-    p.add_argument("--web-port", type=int, help="override STREAM_APP_WEB_PORT")
+    p.add_argument(
+        "--web-port",
+        type=int,
+        help="port of /metrics and the API (default: STREAM_APP_WEB_PORT, 6066 unset)",
+    )
 
     p = command("validate", "check a JSONL file against the event contract (exit 1 if bad)")
     p.add_argument("file", type=Path, help="JSON Lines file of events")
@@ -84,9 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("evaluate", "replay a JSONL file through the engine offline (prequential AUC)")
     p.add_argument("file", type=Path, help="JSON Lines file of events, in any order")
-    p.add_argument("--horizon", type=_duration, help="label horizon, e.g. 30d (default: setting)")
     p.add_argument(
-        "--warmup", type=_duration, help="no labels from the first WARMUP of the file (30d)"
+        "--horizon",
+        type=_duration,
+        help="label horizon, e.g. 30d (default: STREAM_APP_HORIZON, 30d unset)",
+    )
+    p.add_argument(
+        "--warmup",
+        type=_duration,
+        help="no labels from the first WARMUP of the file "
+        "(default: STREAM_APP_EVAL_WARMUP, 30d unset)",
     )
     p.add_argument("--predictions-out", type=Path, help="write every labelled prediction")
     p.add_argument("--scores-at", help="RFC 3339 time: score every user seen before it")
@@ -110,11 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     command(
         "topics",
-        "create the topics with the configured partition counts: clickstream, its DLQ and "
-        "the decisions and interventions topics (STREAM_APP_TOPIC_PARTITIONS each), "
-        "churn.training (1) and churn.model (1, compacted), and Faust's users changelog "
-        "and leader topics; names from STREAM_APP_TOPIC_*, replication and "
-        "min.insync.replicas from STREAM_APP_TOPIC_REPLICATION and _MIN_INSYNC_REPLICAS",
+        "create the topics with the configured partition counts: clickstream, "
+        "clickstream.dlq, retention.decisions, retention.interventions, user.erasure, "
+        "user.erasure.audit and Faust's <app_id>-users-changelog (compacted) with "
+        "STREAM_APP_TOPIC_PARTITIONS each; churn.training, churn.model (compacted) and "
+        "Faust's <app_id>-__assignor-__leader with 1. Names from STREAM_APP_TOPIC_* and "
+        "STREAM_APP_APP_ID, replication and min.insync.replicas from "
+        "STREAM_APP_TOPIC_REPLICATION and _MIN_INSYNC_REPLICAS",
     )
     command("config", "print the effective settings as JSON (secrets masked)")
 
@@ -184,10 +201,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command in ("replay", "topics"):
         from stream_app.settings import load_settings
-        from stream_app.topics import ensure_topics
+        from stream_app.topics import check_reachable, ensure_topics
 
         settings = load_settings()
-        topics = ensure_topics(settings)
+        if args.command == "replay":  # a client: fail fast, create no internal topic
+            check_reachable(settings)
+        topics = ensure_topics(settings, internal=args.command == "topics")
         if args.command == "topics":
             print(json.dumps(topics, sort_keys=True))
             return 0
@@ -211,9 +230,12 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(line)
         return 0
     if args.command == "config":
+        from stream_app.core.policy.config import load_policy
         from stream_app.settings import load_settings
 
-        print(json.dumps(load_settings().model_dump(mode="json"), indent=2, sort_keys=True))
+        settings = load_settings()
+        load_policy(settings.policy_file)  # a broken policy file fails here, not at start
+        print(json.dumps(settings.display(), indent=2, sort_keys=True))
         return 0
     if args.command == "generate":
         from stream_app.generate import generate_cli

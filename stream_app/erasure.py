@@ -15,7 +15,7 @@ from schemas.erasure import ErasureRequest
 from stream_app.errors import StreamAppError
 from stream_app.security import kafka_python_options
 from stream_app.settings import Settings
-from stream_app.topics import ensure_topics
+from stream_app.topics import check_reachable, ensure_topics
 
 
 def build_requests(user_ids: Sequence[str], requested_by: str | None) -> list[ErasureRequest]:
@@ -45,7 +45,8 @@ def send_erasures(
     """Send the requests (keyed by user_id: the default partitioner puts each on its user's
     partition) and wait until the broker has them; returns one JSON line per request."""
     requests = build_requests(user_ids, requested_by)
-    ensure_topics(settings)
+    check_reachable(settings)
+    ensure_topics(settings, internal=False)
     try:
         producer = KafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap_servers.split(","),

@@ -64,14 +64,32 @@ class Metrics:
             "1 when the learned model scores, 0 for the cold-start prior.",
             registry=r,
         )
+        # One name per number: each gauge is the /model "metrics" key of the same name,
+        # over the same labels (the learner's last STREAM_APP_ROLLING_WINDOW, live).
         self.model_rolling_auc = Gauge(
             "churn_model_rolling_auc",
-            "Prequential ROC AUC over the learner's rolling window, of the model in use.",
+            "ROC AUC of the scores served (by whatever scored them: the cold-start prior or "
+            "an earlier model) on the learner's last ROLLING_WINDOW labels, as of the "
+            "snapshot in use (/model metrics.rolling_auc).",
+            registry=r,
+        )
+        self.model_challenger_auc = Gauge(
+            "churn_model_challenger_auc",
+            "ROC AUC of the learned model, prequential (each label scored before it is "
+            "learned), on the learner's last ROLLING_WINDOW labels, as of the snapshot in "
+            "use (/model metrics.challenger_auc).",
+            registry=r,
+        )
+        self.model_prior_auc = Gauge(
+            "churn_model_prior_auc",
+            "ROC AUC of the cold-start prior (recency alone) on the same labels as "
+            "churn_model_challenger_auc (/model metrics.prior_auc).",
             registry=r,
         )
         self.model_rolling_logloss = Gauge(
             "churn_model_rolling_logloss",
-            "Prequential log loss over the learner's rolling window, of the model in use.",
+            "Log loss of the scores served, on the learner's last ROLLING_WINDOW labels, as "
+            "of the snapshot in use (/model metrics.rolling_logloss).",
             registry=r,
         )
         self.model_snapshot_time = Gauge(

@@ -21,6 +21,7 @@ from typing import IO, Any
 
 from pydantic import TypeAdapter
 
+from stream_app.advice import no_labels_advice
 from stream_app.core.config import LearnerConfig, ModelConfig
 from stream_app.core.engine import Engine, StepResult
 from stream_app.core.features import UserState
@@ -160,6 +161,8 @@ class _Counts:
     duplicates: int = 0
     scores: int = 0
     simulated_out: int = 0  # events of a future the treatment simulation did not take
+    first_ts: float | None = None  # event time of the file's first and last valid event
+    last_ts: float | None = None
 
 
 @dataclass
@@ -168,7 +171,7 @@ class DecisionLog:
     (event time, action, outcome) for the report, and the file of every decision."""
 
     outcomes: Counter[str] = field(default_factory=Counter)
-    actions: Counter[str] = field(default_factory=Counter)
+    actions: Counter[tuple[str, str]] = field(default_factory=Counter)  # (action, outcome)
     suppressed: Counter[str] = field(default_factory=Counter)
     breaker_opened: int = 0
     users_treated: set[str] = field(default_factory=set)
@@ -222,6 +225,7 @@ class Replay:
             for ts, event in read(self.path, decoder, self.invalid):
                 if first:
                     engine.labels_from = ts + self.settings.eval_warmup
+                    counts.first_ts = ts
                     first = False
                 counts.total += 1
                 if scores_at is not None and not exported and ts >= scores_at:
@@ -254,6 +258,7 @@ class Replay:
                 )
             if scores_at is not None and not exported:
                 _export_scores(engine, store, scores_at, options.scores_out)
+            counts.last_ts = None if first else clock.stream_time
         finally:
             if out is not None:
                 out.close()
@@ -281,7 +286,7 @@ class Replay:
             if d.suppressed_by is not None:
                 log.suppressed[d.suppressed_by] += 1
             else:
-                log.actions[d.action] += 1
+                log.actions[d.action, d.outcome] += 1
             if d.outcome == "treatment":
                 log.users_treated.add(d.user_id)
                 self.simulator.treated(d.user_id, d.ts)
@@ -349,6 +354,7 @@ def _evaluate(
         **_policy_summary(replay),
         "memory_per_user_bytes": memory_per_user(replay.store),
         "sorted_input": not ordered,
+        **_event_span(counts.first_ts, counts.last_ts),
         "seconds": round(elapsed, 3),
     }
     return run
@@ -364,7 +370,11 @@ def _policy_summary(replay: Replay) -> dict[str, Any]:
         "suppressed": dict(sorted(log.suppressed.items())),
         "budget_exhausted": log.suppressed["budget"],
         "breaker_opened": log.breaker_opened,
-        "interventions_by_action": dict(sorted(log.actions.items())),
+        # Labelled: "interventions" counts only the sent ones, the control group is apart.
+        "interventions_by_action": {
+            a: {"sent": log.actions[a, "treatment"], "held_out": log.actions[a, "holdout"]}
+            for a in sorted({a for a, _ in log.actions})
+        },
         "users_treated": len(log.users_treated),
         "uplift": {
             "uplift": _round(u.uplift),
@@ -400,7 +410,8 @@ def _export_scores(
         return
     with out.open("w") as fh:
         for uid in sorted(store):
-            p, reasons = engine.score_now(store[uid], at)
+            p, codes = engine.score_now(store[uid], at)
+            reasons = [{"name": n, "value": round(v, 6)} for n, v in codes]  # as on Kafka
             fh.write(json.dumps({"user_id": uid, "p": p, "reasons": reasons}) + "\n")
 
 
@@ -432,6 +443,17 @@ def deep_sizeof(obj: object, seen: set[int] | None = None) -> int:
             if hasattr(obj, name):
                 size += deep_sizeof(getattr(obj, name), seen)
     return size
+
+
+def _event_span(first: float | None, last: float | None) -> dict[str, Any]:
+    """The file's first and last valid event time, and the days between them."""
+    if first is None or last is None:
+        return {"first_event": None, "last_event": None, "span_days": None}
+    return {
+        "first_event": _iso(first),
+        "last_event": _iso(last),
+        "span_days": round((last - first) / 86400, 3),
+    }
 
 
 def _iso(ts: float) -> str:
@@ -471,4 +493,10 @@ def evaluate_cli(args: Any) -> EvaluationRun:
     )
     run = evaluate(args.file, settings, options)
     print(json.dumps(run.summary), flush=True)
+    if run.summary["labels"] == 0:  # say why, rather than a bare "auc": null
+        days = run.summary["span_days"]
+        why = no_labels_advice(
+            None if days is None else days * 86400, settings.eval_warmup, settings.horizon
+        )
+        print(f"evaluate: {why or 'no labels'}", file=sys.stderr)
     return run

@@ -121,7 +121,10 @@ def write_report(run: EvaluationRun, out_dir: Path) -> list[Path]:
 
     window = max(200, len(labels) // 20)
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    for series, name in ((scores, "model (prequential)"), (run.recency, "recency only")):
+    # Offline: the scores as served in the replay (the prior, then each learned model),
+    # not the live worker's /model figures, which cover only the learner's last labels.
+    served = "scores served (prior, then the learned model)"
+    for series, name in ((scores, served), (run.recency, "recency alone")):
         pts = rolling_auc(labels, series, window)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name)
     learned = next((i for i, v in enumerate(run.versions) if v > 0), None)
@@ -131,7 +134,7 @@ def write_report(run: EvaluationRun, out_dir: Path) -> list[Path]:
         )
     ax.set_xlabel("labels resolved")
     ax.set_ylabel(f"ROC AUC (window {window})")
-    ax.set_title("Rolling AUC")
+    ax.set_title("Rolling AUC, offline run of the file", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
     save(fig, "rolling_auc.png")
@@ -179,10 +182,13 @@ def write_report(run: EvaluationRun, out_dir: Path) -> list[Path]:
     s = run.summary
     summary.write_text(
         "# Offline evaluation\n\n"
+        "Every figure here is from `stream-app evaluate` replaying the file offline (not a "
+        "live worker's `/model`, which covers the learner's last labels only).\n\n"
         f"- events: {s['events']:,} ({s['users']:,} users), {s['invalid']} invalid, "
         f"{s['duplicates']} duplicates\n"
         f"- labels: {s['labels']:,} ({s['positives']:,} churned)\n"
-        f"- AUC: **{s['auc']}** (recency only on the same labels: {s['auc_recency']})\n"
+        f"- AUC of the scores served, all labels: **{s['auc']}** (recency alone on the same "
+        f"labels: {s['auc_recency']})\n"
         f"- AUC on labels scored by the learned model: {s['auc_learned']} "
         f"(recency only: {s['auc_recency_learned']}, {s['labels_learned']:,} labels)\n"
         f"- log loss: {s['logloss']}; drift alarms: {s['drifts']}\n"

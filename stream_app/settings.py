@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
+import logging
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasChoices,
@@ -19,6 +23,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, Settin
 
 from stream_app.core.config import EngineConfig, LearnerConfig, ModelConfig
 from stream_app.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -41,6 +47,20 @@ def parse_duration(value: object) -> float:
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The written form of a duration: the largest of d, h, m it is a whole number of, else
+    seconds (``14d``, not ``2w``: the docs and defaults count days).
+
+    >>> format_duration(2592000.0), format_duration(0.5), format_duration(5400.0)
+    ('30d', '0.5s', '90m')
+    """
+    for unit in ("d", "h", "m"):
+        n = seconds / _UNITS[unit]
+        if n >= 1 and n == int(n):
+            return f"{int(n)}{unit}"
+    return f"{int(seconds)}s" if seconds == int(seconds) else f"{seconds:g}s"
 
 
 def _duration_list(value: object) -> tuple[float, ...]:
@@ -377,7 +397,23 @@ class Settings(BaseSettings):
                 raise ValueError(f"STREAM_APP_{name.upper()}: no such file: {path}")
         if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
             raise ValueError("set STREAM_APP_KAFKA_SSL_CERTFILE and _KEYFILE together")
+        # A policy file that is not there would silently mean the built-in defaults in
+        # `config` and a failed start in the worker: refuse it everywhere, at once.
+        if self.policy_file is not None and not Path(self.policy_file).is_file():
+            raise ValueError(f"STREAM_APP_POLICY_FILE: no such file: {self.policy_file}")
         return self
+
+    def display(self) -> dict[str, Any]:
+        """The settings as `stream-app config` prints them: secrets masked, durations the
+        way they are written (``30d``, not ``2592000.0``)."""
+        out: dict[str, Any] = self.model_dump(mode="json")
+        for name in duration_fields():
+            value = getattr(self, name)
+            if isinstance(value, tuple):
+                out[name] = ",".join(format_duration(v) for v in value)
+            else:
+                out[name] = format_duration(value)
+        return out
 
     @property
     def bootstrap_url(self) -> str:
@@ -385,9 +421,41 @@ class Settings(BaseSettings):
         return ";".join(f"kafka://{h.strip()}" for h in self.kafka_bootstrap_servers.split(","))
 
 
+def duration_fields() -> list[str]:
+    """Names of the settings that hold durations (seconds, written as 30d, 12h, ...)."""
+    parsers = (parse_duration, _duration_list)
+    return [
+        name
+        for name, info in Settings.model_fields.items()
+        if any(getattr(m, "func", None) in parsers for m in info.metadata)
+    ]
+
+
+# STREAM_APP_ variables that are not settings: read by the development tools.
+NOT_SETTINGS = frozenset({"STREAM_APP_KAFKA_LIBS"})  # tools/kafka/localkafka.py
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One warning per ``STREAM_APP_*`` variable that names no setting (a typo is otherwise
+    silently ignored and the default used), with the closest setting's variable."""
+    known = {f"STREAM_APP_{name.upper()}" for name in Settings.model_fields}
+    warnings = []
+    for var in sorted(environ):
+        if var.startswith("STREAM_APP_") and var not in known and var not in NOT_SETTINGS:
+            # Compare the names after the prefix: the shared prefix makes everything close.
+            name = var.removeprefix("STREAM_APP_").lower()
+            close = difflib.get_close_matches(name, list(Settings.model_fields), n=1)
+            hint = f"; did you mean STREAM_APP_{close[0].upper()}?" if close else ""
+            warnings.append(f"{var} is not a setting and is ignored{hint}")
+    return warnings
+
+
 def load_settings(**overrides: object) -> Settings:
     """Build Settings from the environment (plus overrides); a bad value raises ConfigError
-    naming the setting and the environment variable that holds it."""
+    naming the setting and the environment variable that holds it. Unknown STREAM_APP_*
+    variables are logged as warnings."""
+    for warning in unknown_variables(os.environ):
+        log.warning("%s", warning)
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except SettingsError as exc:

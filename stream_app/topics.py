@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from typing import Any
 
@@ -35,6 +36,34 @@ def changelog_topic(settings: Settings) -> str:
 def leader_topic(settings: Settings) -> str:
     """Faust's leader-election topic (one partition; the member assigned it is leader)."""
     return f"{settings.app_id}-__assignor-__leader"
+
+
+# How long a client command (erase, replay) waits for a TCP connection to a bootstrap
+# server: kafka-python's own bootstrap waits 30 s before it says anything.
+CONNECT_TIMEOUT = 5.0
+
+
+def check_reachable(settings: Settings, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Fail fast, naming KAFKA_BOOTSTRAP_SERVERS, when no bootstrap server accepts a TCP
+    connection (the usual mistake: the default localhost:9092 while Kafka is elsewhere)."""
+    errors = []
+    for address in settings.kafka_bootstrap_servers.split(","):
+        host, _, port = address.strip().rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+            return
+        except OSError as exc:
+            errors.append(f"{address.strip()}: {exc.strerror or exc}")
+    raise StreamAppError(
+        f"cannot reach Kafka at {settings.kafka_bootstrap_servers} ({'; '.join(errors)}): "
+        "set KAFKA_BOOTSTRAP_SERVERS to your brokers' host:port"
+    )
+
+
+def internal_topics(settings: Settings) -> set[str]:
+    """The topics that belong to one app id (Faust's changelog and leader topics): only
+    the worker and `stream-app topics` create them, never a client command."""
+    return {changelog_topic(settings), leader_topic(settings)}
 
 
 def topic_specs(settings: Settings) -> dict[str, int]:
@@ -70,12 +99,19 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
     return configs
 
 
-def ensure_topics(settings: Settings, timeout_ms: int = 30_000) -> dict[str, int]:
+def ensure_topics(
+    settings: Settings, timeout_ms: int = 30_000, *, internal: bool = True
+) -> dict[str, int]:
     """Create missing topics (existing ones keep their configs: change those with
     ``kafka-configs --alter``); refuse to go on when the clickstream topic exists with
-    another partition count (state would be split across the wrong partitions)."""
+    another partition count (state would be split across the wrong partitions).
+    ``internal=False`` (client commands) leaves out the app id's own topics: a client with
+    a wrong STREAM_APP_APP_ID must not create internal topics of an app that does not
+    exist."""
     specs = topic_specs(settings)
     check_login(settings)  # a refused SASL login: one clear line now, not a timeout later
+    if not internal:
+        specs = {k: v for k, v in specs.items() if k not in internal_topics(settings)}
     try:
         admin = KafkaAdminClient(
             bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
@@ -85,7 +121,8 @@ def ensure_topics(settings: Settings, timeout_ms: int = 30_000) -> dict[str, int
         )
     except KafkaError as exc:
         raise StreamAppError(
-            f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc}"
+            f"cannot reach Kafka at {settings.kafka_bootstrap_servers} "
+            f"(KAFKA_BOOTSTRAP_SERVERS): {exc}"
         ) from None
     try:
         existing = set(admin.list_topics())

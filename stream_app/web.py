@@ -32,6 +32,18 @@ ROUTED = "X-Churn-Routed"  # set on a request one worker forwards to another
 TIERS = ((0.6, "high"), (0.3, "mid"), (0.0, "low"))
 
 
+def metrics_about(window: int) -> dict[str, str]:
+    """What each /model metric is: which scores, on which labels. One name per number:
+    each is also the gauge churn_model_<key>."""
+    labels = f"on the learner's last {window} labels (live, prequential)"
+    return {
+        "challenger_auc": f"ROC AUC of the learned model {labels}",
+        "prior_auc": f"ROC AUC of the cold-start prior (recency alone) {labels}",
+        "rolling_auc": f"ROC AUC of the scores served (the prior or earlier models) {labels}",
+        "rolling_logloss": f"log loss of the scores served {labels}",
+    }
+
+
 def risk_tier(p: float) -> str:
     return next(name for floor, name in TIERS if p >= floor)
 
@@ -91,6 +103,7 @@ def model_view(deps: Deps) -> dict[str, Any]:
         "n_labels": latest.n_labels if latest is not None else 0,
         "feature_schema": deps.engine.space.schema,
         "metrics": dict(latest.metrics) if latest is not None else {},
+        "metrics_about": metrics_about(deps.settings.rolling_window),
         "weights": weights,
         "intercept": intercept,
         "latest_snapshot_version": latest.version if latest is not None else None,
@@ -111,9 +124,9 @@ def user_view(deps: Deps, state: UserState, partition: int) -> dict[str, Any]:
         "user_id": state.user_id,
         "p": p,
         "tier": risk_tier(p),
-        "reasons": [
-            {"feature": name, "contribution": round(c, 6)} for name, c in scorer.reason_codes(vec)
-        ],
+        # The shape of the reasons on retention.decisions and .interventions (schemas/
+        # outputs.py Reason): one shape wherever a reason code is shown.
+        "reasons": [{"name": name, "value": round(c, 6)} for name, c in scorer.reason_codes(vec)],
         "model_version": scorer.version,
         "as_of": _iso(at),
         "last_event_at": _iso(state.last_ts),

@@ -19,6 +19,7 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -437,11 +438,16 @@ def summary_lines(run: Run, f: Findings) -> list[str]:
     if metrics:
         judged = int(total(m, "churn_model_labels_total"))
         window = min(int(run.env.get("STREAM_APP_ROLLING_WINDOW", "2000")), judged)
-        lines.append(
-            f"rolling AUC    {metrics['challenger_auc']:.3f} learned model vs "
-            f"{metrics['prior_auc']:.3f} recency alone (last {window:,} labels; scores served "
-            f"{metrics['rolling_auc']:.3f}, log loss {metrics['rolling_logloss']:.3f})"
-        )
+        # One name per number: each figure with the /model key (= churn_model_<key>)
+        # it is, and the labels it is measured on.
+        lines += [
+            f"rolling AUC    live, on the learner's last {window:,} labels "
+            "(/model metrics, gauges churn_model_<key>):",
+            f"{pad}  learned model  {metrics['challenger_auc']:.3f}  challenger_auc",
+            f"{pad}  recency alone  {metrics['prior_auc']:.3f}  prior_auc",
+            f"{pad}  scores served  {metrics['rolling_auc']:.3f}  rolling_auc (the prior and "
+            f"earlier models served them; log loss {metrics['rolling_logloss']:.3f})",
+        ]
     per: dict[str, Counter[str]] = defaultdict(Counter)
     for lab, v in m.get("churn_interventions_total", []):
         per[lab["action"]][lab["group"]] += int(v)
@@ -474,7 +480,9 @@ def summary_lines(run: Run, f: Findings) -> list[str]:
         f"uplift         {fmt_uplift(ups.get('mid'), ups.get('low'), ups.get('high'))} live"
         + (f": flagged {rates}" if rates else "")
     )
-    lines.append(f"{pad}(~0 is right here: the replay cannot react to interventions)")
+    lines.append(
+        f"{pad}(the interval should include 0 here: the replay cannot react to interventions)"
+    )
     u = (f.offline or {}).get("uplift") or {}
     if u.get("uplift") is not None:
         lines.append(
@@ -499,7 +507,13 @@ def summary_lines(run: Run, f: Findings) -> list[str]:
         )
     pngs = sorted(p.stem for p in (run.out / "report").glob("*.png"))
     if pngs:
-        looks.append((rel(run.out / "report") + "*.png", ", ".join(pngs)))
+        looks.append(
+            (
+                rel(run.out / "report") + "*.png",
+                "the offline run of the same file (every label, no warm-up; "
+                f"simulated treatment effect {float(TREATMENT_EFFECT):.0%}): " + ", ".join(pngs),
+            )
+        )
     looks.append(("make demo DEMO_ARGS=--keep", "keeps the worker and Kafka up to explore"))
     width = max(len(a) for a, _ in looks) + 2
     for i, (what, why) in enumerate(looks):
@@ -507,8 +521,24 @@ def summary_lines(run: Run, f: Findings) -> list[str]:
     return lines
 
 
+# What a client command (`stream-app erase`, `replay`, `config`) needs to reach the worker
+# the demo kept: the brokers, the app id and the topics (the API token is not printed).
+CLIENT_VARIABLES = ("KAFKA_BOOTSTRAP_SERVERS", "STREAM_APP_APP_ID", "STREAM_APP_TOPIC_")
+
+
+def export_lines(env: dict[str, str]) -> list[str]:
+    """`export` lines an operator pastes into another shell to reach the kept demo."""
+    return [
+        f"export {k}={shlex.quote(v)}"
+        for k, v in sorted(env.items())
+        if k.startswith(CLIENT_VARIABLES)
+    ]
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--dir", type=Path, default=ROOT / "out" / "demo", help="output folder")
     # 2,000 users x 60 days is ~258k messages: about 80 s for one worker on a 2-core
     # machine (~0.3 ms of CPU a message with the write-back cache; 0.55 ms before it).
@@ -565,7 +595,8 @@ def report_only(out: Path, events: Path, t0: float) -> int:
     say(f"\n=== Offline ({time.monotonic() - t0:.0f} s in all)")
     say(f"events         {s['events']:,} from {s['users']:,} users; {s['labels']:,} labels")
     say(
-        f"AUC            {f3(s['auc'])} vs recency alone {f3(s['auc_recency'])}; on the "
+        f"AUC            scores served {f3(s['auc'])} vs recency alone {f3(s['auc_recency'])} "
+        f"on all {s['labels']:,} labels; on the "
         f"{s['labels_learned']:,} labels the learned model scored {f3(s['auc_learned'])} vs "
         f"{f3(s['auc_recency_learned'])}"
     )
@@ -669,6 +700,9 @@ def demo(args: argparse.Namespace, procs: Processes) -> int:
     (out / "summary.txt").write_text("\n".join(lines) + "\n")
     if args.keep:
         say(f"\nkept running: http://127.0.0.1:{port}/metrics; Ctrl-C stops everything")
+        say("to reach it from another shell (stream-app erase, replay, config), paste:")
+        for line in export_lines(env):
+            say(f"  {line}")
         while worker.poll() is None:
             time.sleep(1)
     return 0

@@ -92,10 +92,14 @@ class ModelSync:
         m.model_version.set(scorer.version)
         m.model_ready.set(1 if scorer.ready else 0)
         m.model_snapshot_time.set(snap.created_at.timestamp())
-        if "rolling_auc" in snap.metrics:
-            m.model_rolling_auc.set(snap.metrics["rolling_auc"])
-        if "rolling_logloss" in snap.metrics:
-            m.model_rolling_logloss.set(snap.metrics["rolling_logloss"])
+        for key, gauge in (
+            ("rolling_auc", m.model_rolling_auc),
+            ("challenger_auc", m.model_challenger_auc),
+            ("prior_auc", m.model_prior_auc),
+            ("rolling_logloss", m.model_rolling_logloss),
+        ):
+            if key in snap.metrics:  # the gauge is named after the key: churn_model_<key>
+                gauge.set(snap.metrics[key])
         log.info(
             "model snapshot v%d at offset %d: %s (%d labels)",
             snap.version,

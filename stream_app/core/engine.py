@@ -282,7 +282,8 @@ class Engine:
             self.labels.maybe_snapshot(state, at, p, vec, group, scorer.version)
         result.scores.append(score)
 
-    def score_now(self, state: UserState, at: float) -> tuple[float, list[str]]:
-        """Score a user as of ``at`` without touching state (audience export, HTTP view)."""
+    def score_now(self, state: UserState, at: float) -> tuple[float, list[tuple[str, float]]]:
+        """Score a user as of ``at`` without touching state (audience export): p and the
+        reason codes (feature, contribution to the log-odds)."""
         vec = state.vector(at, self.space)
-        return self.scorer.score(vec), self.scorer.reasons(vec)
+        return self.scorer.score(vec), self.scorer.reason_codes(vec)

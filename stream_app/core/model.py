@@ -62,13 +62,20 @@ class ColdStartPrior:
     ready = False
     TERMS: tuple[tuple[str, float], ...] = (("log_days_since_last_event", 1.3),)
     INTERCEPT = -4.5
+    # Reason codes compare a user with a reference user, as the model's w * z do with the
+    # mean user of its training data. The prior has seen no data: its reference user was
+    # last seen a week ago (without one, "w * x" read 4.0 after three weeks' silence next
+    # to the model's ~0.5 terms, on another scale).
+    REFERENCE = {"log_days_since_last_event": math.log1p(7.0)}
 
-    def __init__(self, names: Sequence[str]) -> None:
+    def __init__(self, names: Sequence[str], reference: Mapping[str, float] | None = None) -> None:
         index = {n: i for i, n in enumerate(names)}
         missing = [n for n, _ in self.TERMS if n not in index]
         if missing:
             raise ValueError(f"feature space lacks {missing}")
+        ref = {**self.REFERENCE, **(reference or {})}
         self._terms = [(index[n], w, n) for n, w in self.TERMS]
+        self._ref = [ref.get(n, 0.0) for n, _ in self.TERMS]
 
     def score(self, vec: Sequence[float]) -> float:
         return sigmoid(self.INTERCEPT + sum(w * vec[i] for i, w, _ in self._terms))
@@ -77,8 +84,12 @@ class ColdStartPrior:
         return [n for n, _ in self.reason_codes(vec, k)]
 
     def reason_codes(self, vec: Sequence[float], k: int = 3) -> list[tuple[str, float]]:
-        """The prior's positive terms ``w * x``, largest first."""
-        terms = sorted(((w * vec[i], n) for i, w, n in self._terms), reverse=True)
+        """The prior's terms ``w * (x - reference)`` that push the risk up, largest first:
+        log-odds above the reference user's, the scale of the model's ``w * z``."""
+        terms = sorted(
+            ((w * (vec[i] - r), n) for (i, w, n), r in zip(self._terms, self._ref, strict=True)),
+            reverse=True,
+        )
         return [(n, c) for c, n in terms[:k] if c > 0]
 
     @property
@@ -119,7 +130,12 @@ class LinearScorer:
         self._inv_sd = [1.0 / v**0.5 if (v := var.get(n, 0.0)) else 0.0 for n in self.names]
         self._a = [w * s for w, s in zip(self._w, self._inv_sd, strict=True)]
         self._c = snapshot.intercept - sum(a * m for a, m in zip(self._a, self._m, strict=True))
-        self._prior = ColdStartPrior(self.names) if self.SILENCE in self.names else None
+        # Inside a model the prior's reason codes compare with the training data's mean
+        # user, like the model's own terms.
+        reference = {
+            n: mean.get(n, 0.0) for n, _ in ColdStartPrior.TERMS if snapshot.scaler.n.get(n)
+        }
+        self._prior = ColdStartPrior(self.names, reference) if self.SILENCE in self.names else None
         self._silence_i = self.names.index(self.SILENCE) if self._prior else 0
         sd = var.get(self.SILENCE, 0.0) ** 0.5
         # No spread seen (an empty or constant model): every silence is out of range.

@@ -178,6 +178,23 @@ def test_each_newer_snapshot_is_swapped_in_and_stamped(
     assert s.handle(2, v2) == "current"  # published again: changes nothing
 
 
+def test_each_model_gauge_is_the_model_key_of_the_same_name(
+    sync: tuple[ModelSync, Engine, Metrics],
+) -> None:
+    """One name per number: churn_model_<key> = /model metrics.<key>, and the learned
+    model's AUC (challenger_auc) is exported, not only the scores served (rolling_auc)."""
+    s, _, metrics = sync
+    figures = {"rolling_auc": 0.801, "challenger_auc": 0.829, "prior_auc": 0.75}
+    snap = json.loads(good_snapshot(3))
+    snap["metrics"] = {**snap["metrics"], **figures, "rolling_logloss": 0.31}
+    assert s.handle(0, json.dumps(snap).encode()) == "accepted"
+    for key, value in {**figures, "rolling_logloss": 0.31}.items():
+        assert metrics.registry.get_sample_value(f"churn_model_{key}") == value, key
+    helps = {f.name: f.documentation for f in metrics.registry.collect()}
+    for key in figures:
+        assert f"/model metrics.{key}" in helps[f"churn_model_{key}"], key
+
+
 @pytest.mark.parametrize(
     ("poison", "reason"),
     [

@@ -80,7 +80,13 @@ def test_a_short_demo_runs_end_to_end_and_prints_its_summary(
     version = number(r"model\s+v(\d+)", summary)
     assert version > 0
     assert "not ready" not in summary
-    assert re.search(r"rolling AUC\s+0\.\d+ learned model vs 0\.\d+ recency alone", summary)
+    # Each AUC named by the /model key (and gauge) it is, on the learner's last labels.
+    assert re.search(r"rolling AUC\s+live, on the learner's last [\d,]+ labels", summary)
+    for name, key in (("learned model", "challenger_auc"), ("recency alone", "prior_auc")):
+        assert re.search(rf"{name}\s+0\.\d+\s+{key}", summary), name
+    served = re.search(r"scores served\s+(0\.\d+)\s+rolling_auc", summary)
+    gauge = re.search(r"^churn_model_rolling_auc (\S+)$", metrics, re.MULTILINE)
+    assert served and gauge and abs(float(gauge.group(1)) - float(served.group(1))) <= 5e-4
     sent_interventions = number(r"interventions\s+([\d,]+) sent", summary)
     assert sent_interventions > 0
     assert number(r"\(([\d,]+) on demo-\w+\.retention\.interventions\)", summary) == (

@@ -5,11 +5,14 @@ restarted worker recovering from the changelog does not bring the user back."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+
+from kafka.admin import KafkaAdminClient
 
 from stream_app.producer import ChurnProducer
 from tests.integration.conftest import Worker, consume_all, read_to_end, wait_for
@@ -69,3 +72,46 @@ def test_erase_a_user_everywhere_the_worker_holds_them(
     again = start_worker(like=worker)
     wait_for(lambda: again.request(f"/users/{kept}")[0] == 200, 90, "the table recovered")
     assert again.request(f"/users/{gone}")[0] == 404
+
+
+def test_erase_with_an_app_id_nobody_runs_creates_no_internal_topic(
+    kafka_bootstrap: str,
+) -> None:
+    """A wrong STREAM_APP_APP_ID (the default, while the worker runs with another) must not
+    leave `<app_id>-users-changelog` and `<app_id>-__assignor-__leader` behind."""
+    tag = uuid.uuid4().hex[:8]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_APP_")}
+    env.update(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "STREAM_APP_APP_ID": f"nobody-{tag}",
+            **{
+                f"STREAM_APP_TOPIC_{name.upper()}": f"{name}-{tag}"
+                for name in (
+                    "clickstream",
+                    "dlq",
+                    "training",
+                    "model",
+                    "decisions",
+                    "interventions",
+                    "erasure",
+                    "erasure_audit",
+                )
+            },
+        }
+    )
+    erase = subprocess.run(
+        [sys.executable, "-m", "stream_app.cli", "erase", "u1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert erase.returncode == 0, erase.stderr
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        names = set(admin.list_topics())
+    finally:
+        admin.close()
+    assert f"erasure-{tag}" in names  # the request went out
+    assert not [n for n in names if n.startswith(f"nobody-{tag}")], sorted(names)

@@ -72,7 +72,7 @@ def test_the_worker_learns_and_scores_with_the_learned_model(
     assert body["user_id"] == user and body["model_version"] == model(worker)["version"]
     assert 0.0 <= body["p"] <= 1.0 and body["tier"] in ("low", "mid", "high")
     assert set(body["features"]) >= {"days_since_last_event", "purchases_7d"}
-    assert all(r["contribution"] > 0 for r in body["reasons"])
+    assert all(set(r) == {"name", "value"} and r["value"] > 0 for r in body["reasons"])
     assert worker.get("/users/nobody-like-this") is None  # 404 (urllib raises, get -> None)
 
 

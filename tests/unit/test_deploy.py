@@ -84,6 +84,28 @@ def test_ports_line_up(compose: dict[str, Any]) -> None:
     assert f"PLAINTEXT://{host}:{kport}" in kafka_env["KAFKA_ADVERTISED_LISTENERS"]
 
 
+def test_the_worker_is_healthy_only_when_ready(compose: dict[str, Any]) -> None:
+    worker = compose["services"]["worker"]
+    port = worker["environment"]["STREAM_APP_WEB_PORT"]
+    check = " ".join(worker["healthcheck"]["test"])
+    assert f"127.0.0.1:{port}/ready" in check  # 503 until recovered: urlopen raises
+    assert compose["services"]["prometheus"]["depends_on"]["worker"] == {
+        "condition": "service_healthy"
+    }
+
+
+def test_topics_and_worker_share_one_app_id_from_one_place(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    app_id = services["worker"]["environment"]["STREAM_APP_APP_ID"]
+    assert services["topics"]["environment"]["STREAM_APP_APP_ID"] == app_id
+    assert (ROOT / "docker-compose.yml").read_text().count("STREAM_APP_APP_ID:") == 1
+
+
+def test_the_worker_has_a_canonical_url_others_can_reach(compose: dict[str, Any]) -> None:
+    env = compose["services"]["worker"]["environment"]
+    assert env["STREAM_APP_CANONICAL_URL"] == f"http://worker:{env['STREAM_APP_WEB_PORT']}"
+
+
 def test_dockerfile_defaults_match_settings() -> None:
     text = (ROOT / "Dockerfile").read_text()
     for name in ("STREAM_APP_DATA_DIR", "STREAM_APP_WEB_HOST", "STREAM_APP_WEB_PORT"):

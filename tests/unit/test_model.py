@@ -171,13 +171,16 @@ def test_reason_codes_when_the_prior_sets_the_score_name_the_model_too() -> None
     vec[names.index("revenue_30d")] = -2.0  # below the mean: -0.5 * -2 = +1.0
     vec[names.index("purchases_30d")] = 2.0  # +0.5
     assert scorer.guarded(vec) and scorer.score(vec) > scorer.model_score(vec)
+    # The prior's term against the training data's mean user (mean 0 here), as the
+    # model's own w * z are: one scale in one list.
     assert scorer.reason_codes(vec, k=3) == [
         ("log_days_since_last_event", pytest.approx(1.3 * math.log1p(120.0))),
         ("revenue_30d", pytest.approx(1.0)),
         ("purchases_30d", pytest.approx(0.5)),
     ]
+    # Alone, the prior compares with its reference user, last seen a week ago.
     assert ColdStartPrior(names).reason_codes(vec, k=3) == [
-        ("log_days_since_last_event", pytest.approx(1.3 * math.log1p(120.0)))
+        ("log_days_since_last_event", pytest.approx(1.3 * (math.log1p(120.0) - math.log1p(7))))
     ]
 
 
@@ -205,7 +208,11 @@ def test_reason_codes_give_each_reason_its_contribution() -> None:
     prior = ColdStartPrior(SPACE.names)
     vec = [0.0] * len(SPACE.names)
     vec[SPACE.names.index("log_days_since_last_event")] = math.log1p(9.0)
-    assert prior.reason_codes(vec) == [("log_days_since_last_event", 1.3 * math.log1p(9.0))]
+    assert prior.reason_codes(vec) == [
+        ("log_days_since_last_event", pytest.approx(1.3 * (math.log1p(9.0) - math.log1p(7.0))))
+    ]
+    vec[SPACE.names.index("log_days_since_last_event")] = math.log1p(3.0)
+    assert prior.reason_codes(vec) == []  # more recent than the reference: no reason
 
 
 def test_cold_start_prior_rises_with_silence() -> None:

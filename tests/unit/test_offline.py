@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from schemas.outputs import Reason
+from stream_app.advice import no_labels_advice
 from stream_app.cli import COMMANDS, main
 from stream_app.generate import Generator
 from stream_app.offline import EvaluateOptions, evaluate, parse_time, validate_file
@@ -139,6 +141,9 @@ def test_evaluate_summary_and_outputs(
     score_rows = [json.loads(x) for x in scores.read_text().splitlines()]
     assert {r["user_id"] for r in score_rows} == seen
     assert all(0.0 <= r["p"] <= 1.0 for r in score_rows)
+    # Reason codes in the export have the shape they have on Kafka (schemas/outputs.py).
+    shown = [reason for r in score_rows for reason in r["reasons"]]
+    assert shown and all(set(x) == set(Reason.model_fields) and x["value"] > 0 for x in shown)
     for name in (
         "rolling_auc.png",
         "calibration.png",
@@ -232,3 +237,42 @@ def test_event_schema_matches_the_contract() -> None:
     doc = json.dumps(schemas()["event.v1.schema.json"])
     for field in ("event_id", "user_id", "event_type", "ts", "revenue", "rating", "properties"):
         assert f'"{field}"' in doc
+
+
+def test_an_evaluation_that_judges_nothing_says_why_and_what_would_fit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """30 days of traffic against the default 30-day warm-up and 30-day horizon: no label
+    can resolve inside the file. The command says so, and its suggestion works."""
+    events = tmp_path / "month.jsonl"
+    assert main(["generate", "--users", "200", "--days", "30", "--out", str(events)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(events), "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    summary = json.loads(out)
+    assert summary["labels"] == 0 and summary["auc"] is None
+    assert 29 < summary["span_days"] <= 30
+    assert "spans 29.9 days" in err and "warm-up (30d)" in err and "horizon (30d)" in err
+    suggested = err.split("Try ", 1)[1].split(" (", 1)[0].split()
+    assert main(["evaluate", str(events), "--quiet", *suggested]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["labels"] > 100 and "no labels" not in err
+
+
+@pytest.mark.parametrize(
+    ("span_days", "warmup_days", "horizon_days", "expect"),
+    [
+        (60, 30, 14, None),  # fits: nothing to say
+        (30, 30, 7, "Try --warmup 8d"),  # keep the horizon, shorten the warm-up
+        (30, 30, 30, "Try --horizon 10d --warmup 10d"),
+        (2, 30, 30, "cannot be judged"),
+        (None, 30, 30, "no valid event"),
+    ],
+)
+def test_no_labels_advice(
+    span_days: float | None, warmup_days: float, horizon_days: float, expect: str | None
+) -> None:
+    day = 86400.0
+    span = None if span_days is None else span_days * day
+    text = no_labels_advice(span, warmup_days * day, horizon_days * day)
+    assert (text is None) if expect is None else (text is not None and expect in text)

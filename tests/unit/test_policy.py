@@ -273,7 +273,7 @@ def test_decisions_carry_the_scorers_reason_codes() -> None:
     h.score("u", 0, 0.1)
     out = h.score("u", 1, 0.5, log_days_since_last_event=math.log1p(20))
     assert out is not None
-    assert out.reasons == [("log_days_since_last_event", 1.3 * math.log1p(20))]
+    assert out.reasons == [("log_days_since_last_event", 1.3 * (math.log1p(20) - math.log1p(7)))]
     msg = decision_message(out)
     assert [(r.name, r.value) for r in msg.reasons] == out.reasons
 
@@ -290,6 +290,25 @@ def test_messages_validate_and_survive_json() -> None:
     assert decision.intervention_id == intervention.intervention_id
     assert intervention.decision_id == decision.decision_id
     assert decision.ts.timestamp() == out.ts and decision.policy_version == out.policy_version
+
+
+def test_messages_carry_the_wall_clock_time_the_driver_passes_as_decided_at() -> None:
+    """ts is event time (a backfill's is months old); decided_at is the worker's clock at
+    the decision, injected by the driver: core never reads the clock."""
+    h = Harness()
+    h.score("u", 0, 0.1)
+    out = h.score("u", 1, 0.5, has_purchased=1.0)
+    assert out is not None
+    now = 1_796_083_200.25  # 2026-12-01T00:00:00.25Z; the score's ts is in 1970
+    decision = decision_message(out, decided_at=now)
+    intervention = intervention_message(out, decided_at=now)
+    assert intervention is not None
+    assert decision.decided_at is not None and decision.decided_at.timestamp() == now
+    assert intervention.decided_at == decision.decided_at
+    assert json.loads(intervention.model_dump_json())["decided_at"] == "2026-12-01T00:00:00.250000Z"
+    assert decision.ts.timestamp() == out.ts != now
+    # The call the worker made before decided_at existed still works: not stamped.
+    assert decision_message(out).decided_at is None
 
 
 def test_a_disabled_policy_decides_nothing() -> None:

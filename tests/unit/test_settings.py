@@ -3,12 +3,22 @@ or a bad combination says (the setting's environment variable, the rule, the val
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 import pytest
 
+from stream_app.cli import main
 from stream_app.errors import ConfigError
-from stream_app.settings import load_settings, parse_duration
+from stream_app.settings import (
+    Settings,
+    duration_fields,
+    format_duration,
+    load_settings,
+    parse_duration,
+    unknown_variables,
+)
 
 
 def error(monkeypatch: pytest.MonkeyPatch, **env: str) -> str:
@@ -192,3 +202,64 @@ def test_a_certificate_needs_its_key(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     key.write_text("-----BEGIN PRIVATE KEY-----\n")
     monkeypatch.setenv("STREAM_APP_KAFKA_SSL_KEYFILE", str(key))
     assert load_settings().kafka_ssl_keyfile == key
+
+
+def test_config_prints_durations_the_way_they_are_written(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("STREAM_APP_HORIZON", "14d")
+    monkeypatch.setenv("STREAM_APP_RESCORE_AFTER", "12h,3d")
+    assert main(["config"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["horizon"] == "14d" and shown["eval_warmup"] == "30d"
+    assert shown["rescore_after"] == "12h,3d" and shown["state_flush_interval"] == "0.5s"
+    # What config prints reads back as the same settings.
+    for name in duration_fields():
+        monkeypatch.setenv(f"STREAM_APP_{name.upper()}", shown[name])
+    assert load_settings() == Settings(horizon=14 * 86400, rescore_after="12h,3d")
+
+
+@pytest.mark.parametrize("seconds", [0.5, 1.0, 45.0, 90.0, 5400.0, 86400.0, 1.5 * 86400, 1e-3])
+def test_a_formatted_duration_parses_back_to_itself(seconds: float) -> None:
+    assert parse_duration(format_duration(seconds)) == pytest.approx(seconds)
+
+
+def test_a_missing_policy_file_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("STREAM_APP_POLICY_FILE", str(tmp_path / "nope.toml"))
+    with pytest.raises(ConfigError, match="STREAM_APP_POLICY_FILE.*no such file"):
+        load_settings()
+    assert main(["config"]) == 2
+    assert "nope.toml" in capsys.readouterr().err
+
+
+def test_config_checks_the_policy_file_it_points_at(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[limits]\nno_such_key = 1\n")
+    monkeypatch.setenv("STREAM_APP_POLICY_FILE", str(policy))
+    assert main(["config"]) == 2
+    assert "no_such_key" in capsys.readouterr().err
+
+
+def test_a_mistyped_variable_warns_naming_the_closest_setting(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("STREAM_APP_HORIZN", "14d")
+    monkeypatch.setenv("STREAM_APP_TOPIC_PARTITONS", "4")
+    with caplog.at_level(logging.WARNING, logger="stream_app.settings"):
+        settings = load_settings()
+    assert settings.horizon == 30 * 86400  # ignored, as before: but now said
+    text = caplog.text
+    assert "STREAM_APP_HORIZN is not a setting" in text and "STREAM_APP_HORIZON?" in text
+    assert "did you mean STREAM_APP_TOPIC_PARTITIONS?" in text
+
+
+def test_known_variables_and_tool_variables_do_not_warn() -> None:
+    environ = {"STREAM_APP_HORIZON": "14d", "STREAM_APP_KAFKA_LIBS": "/x", "PATH": "/bin"}
+    assert unknown_variables(environ) == []
+    assert unknown_variables({"STREAM_APP_ZZZZZZZZZZ": "1"}) == [
+        "STREAM_APP_ZZZZZZZZZZ is not a setting and is ignored"
+    ]

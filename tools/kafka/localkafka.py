@@ -67,9 +67,13 @@ def fetch(libs: Path = LIBS, quiet: bool = True) -> Path:
     if libs.exists():
         shutil.rmtree(libs)
     libs.mkdir(parents=True)
+    # Batch mode, no colours, no download progress: nothing but errors reach the terminal
+    # (a first run printed ~60 "[INFO] Copying" lines with raw escape codes).
     cmd = [
         "mvn",
         "-B",
+        "--no-transfer-progress",
+        "-Dstyle.color=never",
         "-f",
         str(POM),
         "dependency:copy-dependencies",
@@ -546,7 +550,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.cmd == "fetch":
-            print(f"Kafka {kafka_version()} jars in {fetch(quiet=False)}")
+            if not (LIBS / f".complete-{kafka_version()}").exists():
+                print(f"fetching the Kafka {kafka_version()} jars with Maven (once)...", flush=True)
+            print(f"Kafka {kafka_version()} jars in {fetch()}")
             return 0
         return {"start": cmd_start, "stop": cmd_stop, "status": cmd_status}[args.cmd](args)
     except KafkaHarnessError as exc:
