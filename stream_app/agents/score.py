@@ -213,14 +213,16 @@ class ScoreHandler:
         """The audit record always; the intervention for treatment only (keyed by user)."""
         m = self.metrics
         key = out.user_id.encode()
-        sends = [Send("decisions", key, decision_message(out).model_dump_json().encode())]
+        now = self.wall_clock()
+        decision = decision_message(out, decided_at=now)
+        sends = [Send("decisions", key, decision.model_dump_json().encode())]
         if out.suppressed_by is not None:
             m.suppressed.labels(out.suppressed_by).inc()
             if out.suppressed_by == "budget":
                 m.budget_exhausted.inc()
             return sends
         m.interventions.labels(out.action, out.tier, out.group).inc()
-        intervention = intervention_message(out)
+        intervention = intervention_message(out, decided_at=now)
         if intervention is not None:
             sends.append(Send("interventions", key, intervention.model_dump_json().encode()))
         return sends

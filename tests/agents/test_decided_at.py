@@ -1,7 +1,6 @@
 """Live decisions and interventions carry the worker's wall clock as decided_at (issue #21
 item 13). The message builders take it as a keyword (tests/unit/test_policy.py); the score
-agent must pass its injected wall clock. Until agents/score.py does, this is an expected
-failure; strict, so that wiring it turns the marker into a failure to remove."""
+service passes its injected wall clock."""
 
 from __future__ import annotations
 
@@ -16,12 +15,6 @@ from stream_app.settings import load_settings
 from tests.unit.policy_harness import Harness
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="agents/score.py (the lead's rewrite) does not pass decided_at=self.wall_clock() "
-    "to decision_message / intervention_message yet",
-)
 def test_the_score_agent_stamps_decisions_and_interventions_with_its_wall_clock(
     tmp_path: Path,
 ) -> None:
