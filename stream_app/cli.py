@@ -146,6 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="an intervened churner is saved with probability Q: writes a tagged saved "
         "path for the evaluator (docs/policy.md); 0 keeps the file as before",
     )
+    p.add_argument(
+        "--action-effects",
+        type=Path,
+        metavar="JSON",
+        help="save probability per (segment, action) instead of one Q: which action saves "
+        "which churner; the truth file says (deploy/action_effects.example.json)",
+    )
 
     p = command(
         "policy-replay",

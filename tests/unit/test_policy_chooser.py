@@ -72,8 +72,8 @@ def test_a_draw_depends_only_on_the_decision_id_and_the_counts() -> None:
 def test_a_cold_bandit_mostly_follows_the_rules() -> None:
     chooser = build_chooser(PolicyConfig.model_validate({"chooser": "bandit"}))
     picks = Counter(chooser.choose("all", "win_back", f"d{i}") for i in range(4000))
-    # Beta(14, 6) against four Beta(10, 10) (76% of draws), and a 2% floor per action.
-    assert 0.6 < picks["win_back"] / 4000 < 0.9
+    # Beta(3.2, 0.8) against four Beta(2, 2) (66% of draws), and a 2% floor per action.
+    assert 0.6 < picks["win_back"] / 4000 < 0.8
     assert all(picks[a] > 0 for a in ACTIONS)
 
 
@@ -193,4 +193,4 @@ def test_a_bandit_policy_decides_with_its_segment_and_the_same_draw_on_replay() 
     assert segments == {"buyer=yes|activity=silent|value=v0", "buyer=no|activity=silent|value=v0"}
     # Cold: mostly what the rules say (coupon for buyers, win-back for the silent), not always.
     follows = sum(action == rules for _, _, action, rules in runs[0])
-    assert 180 < follows < 290
+    assert 160 < follows < 250

@@ -101,9 +101,9 @@ class Bandit(_Section):
     value_bands: Annotated[
         tuple[Annotated[float, Field(allow_inf_nan=False)], ...], BeforeValidator(_comma_list)
     ] = Field((50.0, 200.0), description="Revenue edges of the value bands (increasing).")
-    prior_strength: float = Field(20.0, gt=0, le=1e6, allow_inf_nan=False)
+    prior_strength: float = Field(4.0, gt=0, le=1e6, allow_inf_nan=False)
     prior_mean: float = Field(0.5, gt=0, lt=1, allow_inf_nan=False)
-    rules_bonus: float = Field(0.2, ge=0, lt=1, allow_inf_nan=False)
+    rules_bonus: float = Field(0.3, ge=0, lt=1, allow_inf_nan=False)
     floor: float = Field(0.02, ge=0, le=0.2, description="Exploration share per action.")
     costs: Costs = Costs()
 

@@ -62,8 +62,8 @@ class DecisionOut:
     reasons: list[tuple[str, float]]
     model_version: int
     policy_version: str
-    segment: str = ""  # the bandit's segment of the user ("" with the rules chooser)
-    rules_action: Action | None = None  # what the rules chose, when the bandit chose
+    segment: str = ""  # the user's segment for the bandit (bandit.segments)
+    rules_action: Action | None = None  # what the rules chose (the chooser may differ)
 
     @property
     def group(self) -> Group:
@@ -150,11 +150,12 @@ class Policy:
         rules_action = choose_action(view, c.actions)
         trigger = score.trigger
         did = decision_id(score.user_id, trigger, at, self.version)
-        segment = ""
+        # The segment on every flag (a few per thousand scores), whatever the chooser: the
+        # known-answer evaluation replays the bandit over a rules run's decisions.
+        top = state.top_categories(1) if "category" in c.bandit.segments else []
+        segment = segment_of(c, TIERS[tier], view, top[0] if top else None)
         action: Action = rules_action
         if c.chooser == "bandit":
-            top = state.top_categories(1)
-            segment = segment_of(c, TIERS[tier], view, top[0] if top else None)
             # Holdout and suppressed decisions draw too: they carry what would have been sent.
             action = cast(Action, self.chooser.choose(segment, rules_action, did))
         return DecisionOut(
@@ -179,7 +180,7 @@ class Policy:
             model_version=score.model_version,
             policy_version=self.version,
             segment=segment,
-            rules_action=rules_action if segment else None,
+            rules_action=rules_action,
         )
 
     def _limit(self, mine: UserPolicy, at: float, guard: PartitionGuard) -> Suppression | None:
