@@ -125,11 +125,18 @@ def known_answer(
 def summary(outcomes: dict[str, Outcome], sent_saved: int | None = None) -> dict[str, object]:
     """Saved churners and regret against the oracle, per chooser, for the JSON summary."""
     best = outcomes[ORACLE].saved
+    # Once the bandit has learned: the regret each chooser adds over the last third.
+    third = len(outcomes[ORACLE].curve) * 2 // 3
+    late = {
+        name: (c[-1][1] - c[third - 1][1] if third else c[-1][1]) if c else 0
+        for name, c in regret_curves(outcomes).items()
+    }
     return {
         "flagged_treatments": sum(outcomes[ORACLE].chosen.values()),
         "oracle_saved": best,
         "saved": {name: o.saved for name, o in outcomes.items() if name != ORACLE},
         "regret": {name: best - o.saved for name, o in outcomes.items() if name != ORACLE},
+        "regret_last_third": late,
         "bandit_actions": dict(sorted(outcomes["bandit"].chosen.items())),
         **({"run_saved": sent_saved} if sent_saved is not None else {}),
     }

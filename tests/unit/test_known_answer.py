@@ -127,6 +127,8 @@ def test_the_bandit_beats_wrong_rules_and_nobody_beats_the_oracle() -> None:
     assert s["saved"]["bandit"] > 0.7 * s["oracle_saved"]
     assert s["saved"]["bandit"] > s["saved"]["random"] > s["saved"]["rules"]
     assert s["saved"]["only_outreach"] + s["saved"]["only_recommendations"] == len(saved_by)
+    assert s["regret_last_third"]["bandit"] < s["regret_last_third"]["random"]
+    assert 0 < s["regret_last_third"]["rules"] < s["regret"]["rules"]
     curves = regret_curves(out)
     assert curves["rules"][-1][1] == s["regret"]["rules"]
     assert [r for _, r in curves["bandit"]] == sorted(r for _, r in curves["bandit"])
