@@ -168,3 +168,11 @@ def test_a_file_without_action_effects_has_no_known_answer(tmp_path: Path) -> No
     events = tmp_path / "events.jsonl"
     assert main(["generate", "--users", "60", "--days", "40", "--out", str(events)]) == 0
     assert "known_answer" not in evaluate(events, load_settings(), EvaluateOptions()).summary
+
+
+def test_one_effect_or_the_other_not_both(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["generate", "--users", "10", "--days", "5", "--out", str(tmp_path / "e.jsonl")]
+    assert main([*args, "--treatment-effect", "0.3", "--action-effects", str(EXAMPLE)]) == 2
+    assert "not both" in capsys.readouterr().err
