@@ -290,7 +290,8 @@ class Replay:
                 log.actions[d.action] += 1
             if d.outcome == "treatment":
                 log.users_treated.add(d.user_id)
-                log.treatments.append(d)
+                if self.truth is not None:
+                    log.treatments.append(d)
                 self.simulator.treated(d.user_id, d.ts, d.action)
             if out is not None:
                 out.write(decision_message(d).model_dump_json() + "\n")
