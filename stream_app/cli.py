@@ -22,6 +22,7 @@ COMMANDS = (
     "topics",
     "config",
     "erase",
+    "policy-replay",
 )
 
 EPILOG = """configuration: every setting comes from the environment, KAFKA_BOOTSTRAP_SERVERS
@@ -162,7 +163,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="an intervened churner is saved with probability Q: writes a tagged saved "
         "path for the evaluator (docs/policy.md); 0 keeps the file as before",
     )
+    p.add_argument(
+        "--action-effects",
+        type=Path,
+        metavar="JSON",
+        help="save probability per (segment, action) instead of one Q: which action saves "
+        "which churner; the truth file says (deploy/action_effects.example.json)",
+    )
+
+    p = command(
+        "policy-replay",
+        "evaluate the bandit chooser offline on a CSV of a logged randomised experiment by "
+        "the replay method (Li et al., WSDM 2011); prints one JSON line (docs/policy.md)",
+    )
+    p.add_argument("file", type=Path, help="CSV with a header, one logged decision a row")
+    p.add_argument("--arm", required=True, metavar="COLUMN", help="the arm each row was given")
+    p.add_argument("--reward", required=True, metavar="COLUMN", help="its 0/1 outcome")
+    p.add_argument(
+        "--context",
+        type=_columns,
+        metavar="COL,...",
+        help="columns whose values make the chooser's segment (default: one segment)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the permutations and draws")
+    p.add_argument("--runs", type=int, default=10, help="permutations of the rows")
+    p.add_argument(
+        "--floor", type=float, default=0.01, help="exploration share per arm (bandit.floor)"
+    )
     return parser
+
+
+def _columns(text: str) -> tuple[str, ...]:
+    return tuple(c.strip() for c in text.split(",") if c.strip())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -236,6 +268,19 @@ def _dispatch(args: argparse.Namespace) -> int:
         settings = load_settings()
         load_policy(settings.policy_file)  # a broken policy file fails here, not at start
         print(json.dumps(settings.display(), indent=2, sort_keys=True))
+        return 0
+    if args.command == "policy-replay":
+        from stream_app.policy_replay import evaluate, read_log
+
+        if args.runs < 1 or not 0 <= args.floor <= 0.2:
+            raise StreamAppError("--runs must be >= 1 and --floor in [0, 0.2]")
+        log = read_log(args.file, args.arm, args.reward, args.context or ())
+        if log.first_error is not None:
+            print(
+                f"policy-replay: skipped {log.skipped} row(s); first: {log.first_error}",
+                file=sys.stderr,
+            )
+        print(json.dumps(evaluate(log, seed=args.seed, runs=args.runs, floor=args.floor)))
         return 0
     if args.command == "generate":
         from stream_app.generate import generate_cli

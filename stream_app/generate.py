@@ -31,6 +31,7 @@ from typing import Any, TextIO, TypeVar
 
 from pydantic import TypeAdapter
 
+from stream_app.core.action_effects import ActionEffects
 from stream_app.core.treatment import CHURN, SAVED, TAG
 
 DAY = 86400
@@ -153,11 +154,21 @@ class Generator:
         malformed: float = 0.0,
         duplicates: float = 0.0,
         treatment_effect: float = 0.0,
+        action_effects: ActionEffects | None = None,
     ) -> None:
         if users < 1 or days < 1:
             raise ValueError("users and days must be >= 1")
         if not 0.0 <= treatment_effect <= 1.0:
             raise ValueError("treatment_effect is a probability in [0, 1]")
+        if action_effects is not None:
+            if treatment_effect:
+                raise ValueError("give a treatment_effect or action_effects, not both")
+            # Candidates: churners some action could save; each one's segment (and so the
+            # actions that save them) is settled at the onset of their churn.
+            treatment_effect = action_effects.ceiling
+        self.action_effects = action_effects
+        self.saved_by: dict[str, list[str]] = {}
+        self.save_segment: dict[str, str] = {}
         self.rng = random.Random(seed)
         self.seed = seed
         self.days = days
@@ -317,6 +328,19 @@ class Generator:
             twin.counter = self.counter
             self.rng, self.counter, self._id_prefix = main
 
+    def _still_savable(self, u: User) -> bool:
+        """With action effects: settle, at the onset of churn, which actions save ``u``."""
+        effects = self.action_effects
+        if effects is None or u.uid in self.saved_by:
+            return True
+        segment = "buyer" if u.purchases else "browser"
+        self.save_segment[u.uid] = segment
+        self.saved_by[u.uid] = effects.saved_by(segment, savable_draw(self.seed, u.uid))
+        if not self.saved_by[u.uid]:
+            self.savable.discard(u.uid)
+            return False
+        return True
+
     def run(self, fh: TextIO) -> dict[str, int]:
         r = self.rng
         carry: list[tuple[int, str]] = []
@@ -332,7 +356,7 @@ class Generator:
                     continue
                 lam = u.rate * factor
                 if d >= u.onset:
-                    if savable and u.uid in savable:
+                    if savable and u.uid in savable and self._still_savable(u):
                         self._saved_day(u, d, day_start, factor, out)
                     lam *= math.exp(-(d - u.onset) / u.decay)
                     if lam < 0.004:
@@ -372,6 +396,10 @@ class Generator:
 
     def truth(self) -> list[dict[str, Any]]:
         end = self.start_epoch + self.days * DAY
+        if self.action_effects is not None:
+            for u in self.users:  # churn begins after the last day: settle them too
+                if u.uid in self.savable:
+                    self._still_savable(u)
         return [
             {
                 "user_id": u.uid,
@@ -384,9 +412,15 @@ class Generator:
                 "purchases": u.purchases,
                 # Only with a treatment effect, so that files without one stay as they were.
                 **({"saved_if_treated": u.uid in self.savable} if self.treatment_effect else {}),
+                **(self._effects_truth(u) if self.action_effects is not None else {}),
             }
             for u in self.users
         ]
+
+    def _effects_truth(self, u: User) -> dict[str, Any]:
+        """The known answer of an action-effects file: which actions save the user."""
+        saved_by = self.saved_by.get(u.uid, []) if u.uid in self.savable else []
+        return {"saved_by": saved_by, "save_segment": self.save_segment.get(u.uid)}
 
 
 def _bisect(cum: list[float], x: float) -> int:
@@ -432,6 +466,13 @@ def generate_cli(args: Any) -> int:
         raise InputFileError("--malformed and --duplicates are shares in [0, 1)")
     if not 0 <= args.treatment_effect <= 1:
         raise InputFileError("--treatment-effect is a probability in [0, 1]")
+    effects = None
+    if args.action_effects is not None:
+        from stream_app.core.action_effects import load_action_effects
+
+        if args.treatment_effect:
+            raise InputFileError("give --treatment-effect or --action-effects, not both")
+        effects = load_action_effects(args.action_effects)
     if args.users < 1 or args.days < 1:
         raise InputFileError("--users and --days must be at least 1")
     gen = Generator(
@@ -442,6 +483,7 @@ def generate_cli(args: Any) -> int:
         args.malformed,
         args.duplicates,
         args.treatment_effect,
+        effects,
     )
     t0 = time.perf_counter()
     with args.out.open("w") as fh:

@@ -32,8 +32,11 @@ from stream_app.core.policy import DecisionOut, decision_message
 from stream_app.core.timers import PartitionClock
 from stream_app.core.treatment import TreatmentSimulator, path_of
 from stream_app.errors import InputFileError
+from stream_app.generate import truth_path
 from stream_app.ingest import Decoder
 from stream_app.jsonl import iter_lines
+from stream_app.known_answer import Outcome, known_answer, load_truth
+from stream_app.known_answer import summary as known_summary
 from stream_app.settings import Settings, load_settings
 
 _DATETIME: TypeAdapter[datetime] = TypeAdapter(datetime)
@@ -82,6 +85,7 @@ class EvaluationRun:
     # (resolved_at, group, label) of every example of a flagged user, for the uplift plot.
     flagged: list[tuple[float, str, int]] = field(default_factory=list)
     decisions: DecisionLog = field(default_factory=lambda: DecisionLog())
+    known_answer: dict[str, Outcome] | None = None  # choosers on an action-effects file
 
 
 class _Unsorted(Exception):
@@ -176,6 +180,7 @@ class DecisionLog:
     breaker_opened: int = 0
     users_treated: set[str] = field(default_factory=set)
     timeline: list[tuple[float, str, str]] = field(default_factory=list)
+    treatments: list[DecisionOut] = field(default_factory=list)  # for the known answer
 
 
 class Replay:
@@ -192,7 +197,8 @@ class Replay:
         self.ordered = ordered
         self.engine = Engine.from_settings(settings)
         self.decisions = DecisionLog()
-        self.simulator = TreatmentSimulator()
+        self.truth = load_truth(truth_path(path))  # an action-effects file's known answer
+        self.simulator = TreatmentSimulator(self.truth.saved_by if self.truth else None)
         self.model = OnlineModel.from_config(
             self.engine.space.names, self.engine.space.schema, ModelConfig.from_settings(settings)
         )
@@ -289,7 +295,9 @@ class Replay:
                 log.actions[d.action, d.outcome] += 1
             if d.outcome == "treatment":
                 log.users_treated.add(d.user_id)
-                self.simulator.treated(d.user_id, d.ts)
+                if self.truth is not None:
+                    log.treatments.append(d)
+                self.simulator.treated(d.user_id, d.ts, d.action)
             if out is not None:
                 out.write(decision_message(d).model_dump_json() + "\n")
 
@@ -352,6 +360,7 @@ def _evaluate(
         "model_version": model.version,
         "model_ready": model.ready,
         **_policy_summary(replay),
+        **_known_answer(replay, run),
         "memory_per_user_bytes": memory_per_user(replay.store),
         "sorted_input": not ordered,
         **_event_span(counts.first_ts, counts.last_ts),
@@ -390,6 +399,17 @@ def _policy_summary(replay: Replay) -> dict[str, Any]:
         },
         "simulated_out": replay.counts.simulated_out,
     }
+
+
+def _known_answer(replay: Replay, run: EvaluationRun) -> dict[str, Any]:
+    policy = replay.engine.policy
+    if replay.truth is None or policy is None:
+        return {}
+    log = replay.decisions
+    run.known_answer = known_answer(
+        log.treatments, replay.truth, policy.config, replay.settings.horizon
+    )
+    return {"known_answer": known_summary(run.known_answer, len(replay.simulator.treated_at))}
 
 
 def _learned_aucs(run: EvaluationRun) -> dict[str, float | None]:

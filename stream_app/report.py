@@ -10,6 +10,7 @@ from typing import Any
 from stream_app.core.learner import roc_auc
 from stream_app.core.policy.uplift import Uplift, from_counts, wilson
 from stream_app.errors import StreamAppError
+from stream_app.known_answer import regret_curves
 from stream_app.offline import EvaluationRun
 
 
@@ -177,6 +178,8 @@ def write_report(run: EvaluationRun, out_dir: Path) -> list[Path]:
         save(_interventions_figure(plt, timeline), "interventions.png")
     if run.flagged:
         save(_uplift_figure(plt, run.flagged), "uplift.png")
+    if run.known_answer:
+        save(_regret_figure(plt, regret_curves(run.known_answer)), "regret.png")
 
     summary = out_dir / "summary.md"
     s = run.summary
@@ -271,5 +274,27 @@ def _uplift_figure(plt: Any, flagged: list[tuple[float, str, int]]) -> Any:
     right.set_ylabel("holdout - treated churn rate")
     right.set_title("Uplift as flagged examples resolve", fontsize=10)
     right.grid(alpha=0.3)
+    fig.autofmt_xdate()
+    return fig
+
+
+def _regret_figure(plt: Any, curves: dict[str, list[tuple[float, int]]]) -> Any:
+    """Cumulative regret (churners the oracle saves and the chooser does not) over time."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for name, pts in sorted(curves.items(), key=lambda kv: -kv[1][-1][1] if kv[1] else 0):
+        if not pts:
+            continue
+        main = name in ("rules", "bandit", "random")
+        ax.plot(
+            [datetime.fromtimestamp(t, tz=UTC) for t, _ in pts],
+            [r for _, r in pts],
+            label=f"{name} ({pts[-1][1]})",
+            linewidth=2.0 if main else 0.9,
+            linestyle="-" if main else ":",
+        )
+    ax.set_ylabel("cumulative regret (churners not saved)")
+    ax.set_title("Regret against the oracle, on the run's treatment decisions", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.autofmt_xdate()
     return fig

@@ -10,6 +10,8 @@ it; untreated and holdout users keep the churn path. Untagged events are always 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from schemas.events import EventView
 
 TAG = "treatment_path"
@@ -24,7 +26,8 @@ def path_of(event: EventView) -> str | None:
 
 
 class TreatmentSimulator:
-    """Remembers each user's first treatment and filters their events accordingly.
+    """Remembers each user's first treatment (first *saving* one, with per-action effects)
+    and filters their events accordingly.
 
     Call :meth:`treated` for every intervention actually sent (outcome ``treatment``, never
     holdout or suppressed), and :meth:`keep_event` before applying each event. The user's
@@ -32,10 +35,15 @@ class TreatmentSimulator:
     recorded) first: a treatment at a deadline decides which path the event belongs to.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, saved_by: Mapping[str, frozenset[str]] | None = None) -> None:
         self.treated_at: dict[str, float] = {}
+        # With per-action effects (generate --action-effects), only an action that saves
+        # the user switches them to the saved path; without, any treatment does.
+        self.saved_by = saved_by
 
-    def treated(self, user_id: str, at: float) -> None:
+    def treated(self, user_id: str, at: float, action: str | None = None) -> None:
+        if self.saved_by is not None and action not in self.saved_by.get(user_id, ()):
+            return
         first = self.treated_at.get(user_id)
         if first is None or at < first:
             self.treated_at[user_id] = at

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import faust
-import pytest
 
 from stream_app.app import create_app, wiring
 from stream_app.settings import load_settings

@@ -11,6 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from stream_app.cli import main
 from stream_app.core.learner import roc_auc
 from stream_app.kafka.send import partition_for
@@ -50,12 +52,17 @@ rearm_below = 0.03
 [holdout]
 share = 0.3
 """
+# The bandit draws each action from the decision id: both drivers must choose the same.
+BANDIT_POLICY = 'chooser = "bandit"\n' + POLICY
 
 
+@pytest.mark.parametrize("policy", [POLICY, BANDIT_POLICY], ids=["rules", "bandit"])
 def test_worker_and_offline_driver_agree(
-    start_worker: Callable[..., Worker], kafka_bootstrap: str, tmp_path: Path
+    start_worker: Callable[..., Worker], kafka_bootstrap: str, tmp_path: Path, policy: str
 ) -> None:
-    offline, live = run_both(start_worker, kafka_bootstrap, tmp_path, ENGINE, 60, 12, True)
+    offline, live = run_both(
+        start_worker, kafka_bootstrap, tmp_path, ENGINE, 60, 12, True, policy=policy
+    )
     assert live == offline  # user, scored_at, label and p
 
 
@@ -91,6 +98,7 @@ def run_both(
     days: int,
     same_decisions: bool = False,
     rate: float = 0.0,
+    policy: str = POLICY,
 ) -> tuple[list[tuple[str, float, int, float, int]], list[tuple[str, float, int, float, int]]]:
     """The final training examples of both drivers, sorted: (user, scored_at, label, p,
     model_version); asserts their feature vectors are identical."""
@@ -99,9 +107,9 @@ def run_both(
     assert main([*args, "--start", "2026-03-01T00:00:00Z", "--out", str(path)]) == 0
     # A policy that flags on short files too (with the prior, the default entry needs two
     # weeks of silence), with a real holdout.
-    policy = tmp_path / "policy.toml"
-    policy.write_text(POLICY)
-    engine = {**engine, "policy_file": str(policy)}
+    policy_file = tmp_path / "policy.toml"
+    policy_file.write_text(policy)
+    engine = {**engine, "policy_file": str(policy_file)}
     settings = load_settings(**engine, eval_warmup=0)
     preds, decided = tmp_path / "pred.jsonl", tmp_path / "decisions.jsonl"
     run = evaluate(
@@ -185,16 +193,18 @@ def run_both(
         return at < last[partition_for(d["user_id"].encode(), partitions)] - lateness
 
     offline_ids = sorted(
-        d["decision_id"]
+        (d["decision_id"], d["action"])
         for d in map(json.loads, decided.read_text().splitlines())
         if decided_here(d)
     )
     assert len(offline_ids) > 5
-    live_ids: list[str] = []
+    live_ids: list[tuple[str, str]] = []
 
     def all_decisions(msgs: list[Any]) -> bool:
         live_ids[:] = sorted(
-            d["decision_id"] for d in (json.loads(m.value) for m in msgs) if decided_here(d)
+            (d["decision_id"], d["action"])
+            for d in (json.loads(m.value) for m in msgs)
+            if decided_here(d)
         )
         return len(live_ids) >= len(offline_ids)
 

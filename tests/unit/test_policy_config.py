@@ -39,15 +39,34 @@ def test_a_file_overrides_only_what_it_sets_and_reads_durations(tmp_path: Path) 
 
 
 def all_keys() -> list[tuple[str, str | None]]:
-    """(section, key) for every key; (key, None) for top-level ones."""
+    """(section, key) for every key; (key, None) for top-level ones. A section inside a
+    section (``bandit.costs``) gives ("bandit.costs", key)."""
     out: list[tuple[str, str | None]] = []
-    for name, field in PolicyConfig.model_fields.items():
-        sub = field.annotation
-        if isinstance(sub, type) and issubclass(sub, BaseModel):
-            out += [(name, key) for key in sub.model_fields]
-        else:
-            out.append((name, None))
+
+    def walk(prefix: str, model: type[BaseModel]) -> None:
+        for name, field in model.model_fields.items():
+            sub = field.annotation
+            if isinstance(sub, type) and issubclass(sub, BaseModel):
+                walk(f"{prefix}{name}.", sub)
+            elif prefix:
+                out.append((prefix[:-1], name))
+            else:
+                out.append((name, None))
+
+    walk("", PolicyConfig)
     return out
+
+
+def lookup(cfg: BaseModel, dotted: str) -> object:
+    value: object = cfg
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def nest(dotted: str, value: object) -> dict[str, object]:
+    head, _, rest = dotted.partition(".")
+    return {head: nest(rest, value) if rest else value}
 
 
 def test_the_example_file_sets_every_key_to_its_default() -> None:
@@ -68,13 +87,10 @@ def test_every_key_is_documented_with_its_real_default() -> None:
     for section, key in all_keys():
         name = f"{section}.{key}" if key else section
         assert name in rows, f"docs/policy.md lacks {name}"
-        value = getattr(getattr(defaults, section), key) if key else getattr(defaults, section)
+        value = lookup(defaults, name)
         # The documented default, read the way the TOML file would be.
         documented = tomllib.loads(f"x = {json.dumps(rows[name])}")["x"]
-        as_typed = PolicyConfig.model_validate(
-            {section: {key: documented}} if key else {section: documented}
-        )
-        got = getattr(getattr(as_typed, section), key) if key else getattr(as_typed, section)
+        got = lookup(PolicyConfig.model_validate(nest(name, documented)), name)
         assert got == value, f"{name}: documented {rows[name]}, default {value}"
 
 

@@ -6,7 +6,7 @@ import hashlib
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
@@ -69,8 +69,51 @@ class Actions(_Section):
     categories: int = Field(3, ge=1, le=8, description="Top categories to recommend.")
 
 
+ACTIONS = ("cart_reminder", "outreach", "coupon", "win_back", "recommendations")
+SegmentBy = Literal["tier", "buyer", "activity", "value", "category"]
+Cost = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+
+def _comma_list(value: Any) -> Any:
+    """A TOML list, or the same as one comma-separated string ("buyer,activity")."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class Costs(_Section):
+    """What each action costs, in units of retention probability (0.05: worth sending only
+    if it keeps 5 more users in 100 than an action that costs nothing)."""
+
+    cart_reminder: Cost = 0.0
+    outreach: Cost = 0.0
+    coupon: Cost = 0.0
+    win_back: Cost = 0.0
+    recommendations: Cost = 0.0
+
+
+class Bandit(_Section):
+    """Thompson sampling over (segment, action); read only with ``chooser = "bandit"``."""
+
+    segments: Annotated[tuple[SegmentBy, ...], BeforeValidator(_comma_list)] = Field(
+        ("buyer", "activity", "value"), description="User facts that make a segment."
+    )
+    value_bands: Annotated[
+        tuple[Annotated[float, Field(allow_inf_nan=False)], ...], BeforeValidator(_comma_list)
+    ] = Field((50.0, 200.0), description="Revenue edges of the value bands (increasing).")
+    prior_strength: float = Field(4.0, gt=0, le=1e6, allow_inf_nan=False)
+    prior_mean: float = Field(0.5, gt=0, lt=1, allow_inf_nan=False)
+    rules_bonus: float = Field(0.3, ge=0, lt=1, allow_inf_nan=False)
+    floor: float = Field(0.02, ge=0, le=0.2, description="Exploration share per action.")
+    costs: Costs = Costs()
+
+
 class Reasons(_Section):
     k: int = Field(3, ge=0, le=10, description="Reason codes per decision.")
+
+
+def _increasing(xs: tuple[float, ...]) -> bool:
+    return all(a < b for a, b in zip(xs, xs[1:], strict=False))
 
 
 class PolicyConfig(_Section):
@@ -78,6 +121,7 @@ class PolicyConfig(_Section):
 
     enabled: bool = True
     train_on_treated: bool = True
+    chooser: Literal["rules", "bandit"] = "rules"
     tiers: Tiers = Tiers()
     spike: Spike = Spike()
     limits: Limits = Limits()
@@ -85,6 +129,7 @@ class PolicyConfig(_Section):
     holdout: Holdout = Holdout()
     actions: Actions = Actions()
     reasons: Reasons = Reasons()
+    bandit: Bandit = Bandit()
 
     @model_validator(mode="after")
     def _consistent(self) -> PolicyConfig:
@@ -102,6 +147,21 @@ class PolicyConfig(_Section):
                 "breaker.close_share",
                 "must be < breaker.open_share",
             ),
+            (
+                _increasing(self.bandit.value_bands),
+                "bandit.value_bands",
+                "must be increasing",
+            ),
+            (
+                len(set(self.bandit.segments)) == len(self.bandit.segments),
+                "bandit.segments",
+                "must not repeat a fact",
+            ),
+            (
+                self.bandit.prior_mean + self.bandit.rules_bonus < 1,
+                "bandit.rules_bonus",
+                "must be < 1 - bandit.prior_mean",
+            ),
         )
         for ok, key, msg in checks:
             if not ok:
@@ -111,7 +171,12 @@ class PolicyConfig(_Section):
     @property
     def version(self) -> str:
         """Short hash of the effective configuration, stamped on every decision."""
-        doc = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        data = self.model_dump(mode="json")
+        if self.chooser == "rules":
+            # The rules ignore the bandit's keys: files written before the chooser existed
+            # keep their version, hence their decision ids.
+            del data["chooser"], data["bandit"]
+        doc = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(doc.encode()).hexdigest()[:12]
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, cast
 
 from stream_app.core.features import FeatureSpace, UserState
 from stream_app.core.model import Scorer
 from stream_app.core.policy.actions import Action, ViewBuilder, categories_for, choose_action
-from stream_app.core.policy.config import PolicyConfig
+from stream_app.core.policy.chooser import Chooser, RulesChooser, ThompsonChooser
+from stream_app.core.policy.config import ACTIONS, PolicyConfig
 from stream_app.core.policy.ids import decision_id, in_holdout, intervention_id
+from stream_app.core.policy.segments import segment_of
 from stream_app.core.policy.state import PartitionGuard, UserPolicy
 
 Outcome = Literal["treatment", "holdout", "suppressed"]
@@ -60,6 +62,8 @@ class DecisionOut:
     reasons: list[tuple[str, float]]
     model_version: int
     policy_version: str
+    segment: str = ""  # the user's segment for the bandit (bandit.segments)
+    rules_action: Action | None = None  # what the rules chose (the chooser may differ)
 
     @property
     def group(self) -> Group:
@@ -80,6 +84,7 @@ class Policy:
         self.config = config
         self.version = config.version
         self._view = ViewBuilder(space)
+        self.chooser: Chooser = build_chooser(config)
 
     def new_guard(self, partitions: int = 1) -> PartitionGuard:
         """A partition's guard; the budget is split evenly (users hash evenly over them)."""
@@ -141,10 +146,20 @@ class Policy:
         else:
             outcome = "suppressed"  # still armed: may be flagged once the limit passes
         mine.save(state.extra)
-        action = choose_action(self._view(score.features), c.actions)
+        view = self._view(score.features)
+        rules_action = choose_action(view, c.actions)
         trigger = score.trigger
+        did = decision_id(score.user_id, trigger, at, self.version)
+        # The segment on every flag (a few per thousand scores), whatever the chooser: the
+        # known-answer evaluation replays the bandit over a rules run's decisions.
+        top = state.top_categories(1) if "category" in c.bandit.segments else []
+        segment = segment_of(c, TIERS[tier], view, top[0] if top else None)
+        action: Action = rules_action
+        if c.chooser == "bandit":
+            # Holdout and suppressed decisions draw too: they carry what would have been sent.
+            action = cast(Action, self.chooser.choose(segment, rules_action, did))
         return DecisionOut(
-            decision_id=decision_id(score.user_id, trigger, at, self.version),
+            decision_id=did,
             intervention_id=intervention_id(score.user_id, trigger, at, self.version)
             if outcome == "treatment"
             else None,
@@ -164,6 +179,8 @@ class Policy:
             reasons=scorer.reason_codes(score.features, c.reasons.k) if c.reasons.k else [],
             model_version=score.model_version,
             policy_version=self.version,
+            segment=segment,
+            rules_action=rules_action,
         )
 
     def _limit(self, mine: UserPolicy, at: float, guard: PartitionGuard) -> Suppression | None:
@@ -177,3 +194,18 @@ class Policy:
         if guard.budget_left(at) <= 0:
             return "budget"
         return None
+
+
+def build_chooser(config: PolicyConfig) -> Chooser:
+    """The policy file's chooser, with a fresh (cold) posterior for the bandit."""
+    if config.chooser == "rules":
+        return RulesChooser()
+    b = config.bandit
+    return ThompsonChooser(
+        ACTIONS,
+        prior_strength=b.prior_strength,
+        prior_mean=b.prior_mean,
+        rules_bonus=b.rules_bonus,
+        floor=b.floor,
+        costs=b.costs.model_dump(),
+    )
