@@ -204,6 +204,12 @@ class Metrics:
             ["state"],
             registry=r,
         )
+        self.erased_events = Counter(
+            "churn_erasure_events_dropped",
+            "Clickstream events of an erased user dropped because the erasure marker covers "
+            "them (sent before the request, read after it).",
+            registry=r,
+        )
         self.partition_stalled = Gauge(
             "churn_partition_stalled",
             "1 while an owned clickstream partition has lag and no committed progress for "

@@ -210,6 +210,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Flush user state early once this many applied events wait for it.",
     )
+    erasure_marker_ttl: Duration = Field(
+        30 * 86400.0,
+        gt=0,
+        description="How long an erasure marker drops the erased user's clickstream events "
+        "that were sent before the request but read after it (docs/privacy.md); then it is "
+        "deleted.",
+    )
     batch_max_records: int = Field(
         2_000,
         ge=1,

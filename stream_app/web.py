@@ -214,7 +214,7 @@ def register(app: faust.App, deps: Deps) -> None:
         partition = partition_for(user_id.encode(), settings.topic_partitions)
         if owns(app, deps, partition):
             state = deps.cache.lookup(user_id) if deps.cache is not None else None
-            if state is None:
+            if state is None or "erased" in state.extra:  # (an erasure marker: no user)
                 return web.json({"error": "unknown user", "user_id": user_id}, status=404)
             return web.json(user_view(deps, state, partition))
         url = owner_url(app, partition)

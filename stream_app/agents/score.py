@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from faust.types import TP
 
 from schemas.events import EventView
 from schemas.outputs import TrainingExample
@@ -49,7 +50,7 @@ __all__ = ["Outcome", "ScoreHandler", "Send", "label_message", "partition_for", 
 
 @dataclass(slots=True)
 class Outcome:
-    status: str  # applied | duplicate | late | invalid | rerouted
+    status: str  # applied | duplicate | late | invalid | rerouted | erased
     sends: list[Send] = field(default_factory=list)
 
 
@@ -83,6 +84,7 @@ class ScoreHandler:
         topic: str,
         dlq_payload_bytes: int,
         wall_clock: Callable[[], float] = time.time,
+        marker_ttl: float = 30 * 86400.0,
     ) -> None:
         self.engine = engine
         self.decoder = decoder
@@ -93,6 +95,7 @@ class ScoreHandler:
         self.wall_clock = wall_clock
         self.clocks: dict[int, PartitionClock] = {}
         self.letters = LetterLog()
+        self.marker_ttl = marker_ttl  # how long an erasure marker drops the user's events
         # Policy budget and breaker per partition: kept when clocks are rebuilt, so a
         # rebalance in this process does not refill a spent budget.
         self.guards: dict[int, PartitionGuard] = {}
@@ -119,6 +122,7 @@ class ScoreHandler:
                     for uid, st in store.items()
                     if partition_for(uid.encode(), self.partitions) == partition
                 }
+            mine = self.sweep_markers(store, mine)
             n = self.engine.rebuild(mine, clock)
             log.info("partition %d: rebuilt %d user deadlines from the table", partition, n)
             self.clocks[partition] = clock
@@ -131,7 +135,10 @@ class ScoreHandler:
         offset: int,
         key: bytes | None,
         value: bytes | None,
+        created_ms: int | None = None,
     ) -> Outcome:
+        """One clickstream record (``created_ms``: its Kafka CreateTime, which an erasure
+        marker compares with the request's time)."""
         raw = value or b""
         if value is None:
             return self.reject(raw, TOMBSTONE, self._source(partition, offset, key), None)
@@ -156,6 +163,14 @@ class ScoreHandler:
         if isinstance(store, UserCache):
             store.partition = partition  # every user this event touches lives here
         clock = self.clock_for(store, partition)
+        state = store.get(event.user_id)
+        if state is not None and erasure.MARK in state.extra:
+            # An erased user: drop what the erasure covers (sent before it, possibly read
+            # after it: Kafka orders no two topics); later events start a new user.
+            if erasure.covers(state, offset, created_ms, self.wall_clock(), self.marker_ttl):
+                self.metrics.erased_events.inc()
+                return Outcome("erased")
+            del state.extra[erasure.MARK]
         result = self.engine.process(store, clock, event, decoded.ts, offset)
         if result.status == "late":
             return self.reject(
@@ -200,10 +215,24 @@ class ScoreHandler:
         sends: list[Send] = []
         handle = self.handle
         for rec in records:
-            out = handle(store, partition, rec.offset, rec.key, rec.value)
+            out = handle(store, partition, rec.offset, rec.key, rec.value, rec.timestamp)
             if out.sends:
                 sends += out.sends
         return sends
+
+    def sweep_markers(
+        self, store: MutableMapping[str, UserState], states: dict[str, UserState]
+    ) -> dict[str, UserState]:
+        """``states`` without erasure markers (they have no deadlines); expired markers are
+        deleted (a tombstone at the next flush)."""
+        now, ttl = self.wall_clock(), self.marker_ttl
+        kept: dict[str, UserState] = {}
+        for uid, state in states.items():
+            if erasure.MARK not in state.extra:
+                kept[uid] = state
+            elif erasure.expired(state, now, ttl):
+                del store[uid]
+        return kept
 
     def forget(self, user_id: bytes) -> None:
         """Drop what the handler caches of an erased user."""
@@ -354,8 +383,15 @@ class ScoreService:
             settings.topic_partitions,
             settings.topic_clickstream,
             settings.dlq_payload_bytes,
+            marker_ttl=settings.erasure_marker_ttl,
         )
-        self.erasures = erasure.ErasureHandler(self.handler, settings.topic_erasure)
+        clickstream = settings.topic_clickstream
+
+        def highwater(partition: int) -> int | None:
+            hw = app.consumer.highwater(TP(clickstream, partition))
+            return None if hw is None else int(hw)
+
+        self.erasures = erasure.ErasureHandler(self.handler, settings.topic_erasure, highwater)
         self.send = sender(deps)
         self.committer = Committer(
             cache,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, NamedTuple
@@ -319,7 +320,10 @@ def test_an_erasure_removes_the_user_and_returns_its_audit(app: faust.App) -> No
     assert u in store
     erasures = ErasureHandler(handler, "user.erasure")
     out = erasures.erase(store, 1, 7, u.encode(), erasure_request(u))
-    assert out.status == "erased" and u not in store
+    # What stays is the erasure marker: no events, no features, no open examples.
+    marker = store[u]
+    assert out.status == "erased" and "erased" in marker.extra
+    assert marker.events_total == 0 and marker.pending == [] and set(marker.extra) == {"erased"}
     ((send,),) = [out.sends]
     audit = json.loads(send.value)
     assert send.topic == "erasure_audit" and send.key == u.encode()
@@ -328,6 +332,58 @@ def test_an_erasure_removes_the_user_and_returns_its_audit(app: faust.App) -> No
     again = erasures.erase(store, 1, 8, u.encode(), erasure_request(u))
     assert json.loads(again.sends[0].value)["found"] is False  # idempotent
     assert w.metrics.erasures.labels("found")._value.get() == 1
+
+
+def ms(ts: str) -> int:
+    return int(datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def test_an_erased_users_older_events_are_dropped_and_later_ones_start_a_new_user(
+    app: faust.App,
+) -> None:
+    """Kafka orders no two topics: events the user sent before the erasure can be read
+    after it. The marker drops those (below the clickstream's high watermark when the
+    erasure was applied, or written before the request) and lets later ones start anew."""
+    w = wiring(app)
+    handler = w.score
+    assert handler is not None
+    u = user_on(1)
+    store: dict[str, Any] = {}
+    erasures = ErasureHandler(handler, "user.erasure", highwater=lambda partition: 40)
+    erasures.erase(store, 1, 0, u.encode(), erasure_request(u))  # requested 2026-02-01
+    backlog = [
+        (30, event(u, "2026-01-10T00:00:00Z"), ms("2026-01-31T23:00:00Z")),  # below the mark
+        (41, event(u, "2026-01-11T00:00:00Z"), ms("2026-01-31T23:30:00Z")),  # sent before
+    ]
+    for offset, raw, created in backlog:
+        out = handler.handle(store, 1, offset, u.encode(), raw, created)
+        assert out.status == "erased"
+    assert store[u].events_total == 0
+    assert w.metrics.erased_events._value.get() == 2
+    later = handler.handle(
+        store, 1, 42, u.encode(), event(u, "2026-02-02T00:00:00Z"), ms("2026-02-02T00:00:01Z")
+    )
+    assert later.status == "applied"
+    assert store[u].events_total == 1 and "erased" not in store[u].extra
+
+
+def test_an_expired_marker_drops_nothing_and_is_swept_at_assignment(app: faust.App) -> None:
+    w = wiring(app)
+    handler = w.score
+    assert handler is not None
+    u, v = user_on(1), user_on(1, start=int(user_on(1)[1:]) + 1)
+    now = [1_770_000_000.0]
+    handler.wall_clock = lambda: now[0]
+    store: dict[str, Any] = {}
+    erasures = ErasureHandler(handler, "user.erasure", highwater=lambda partition: 100)
+    erasures.erase(store, 1, 0, u.encode(), erasure_request(u))
+    erasures.erase(store, 1, 1, v.encode(), erasure_request(v))
+    now[0] += handler.marker_ttl + 1
+    out = handler.handle(store, 1, 5, u.encode(), event(u, "2026-01-10T00:00:00Z"), 1)
+    assert out.status == "applied" and store[u].events_total == 1
+    handler.reset_clocks()
+    handler.clock_for(store, 1)  # a partition assignment rebuilds: expired markers go
+    assert v not in store and u in store
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
-"""Erasure end to end: `stream-app erase` on a live worker removes the user from the table
-and its changelog (a tombstone), publishes an audit record, /users answers 404, and a
-restarted worker recovering from the changelog does not bring the user back."""
+"""Erasure end to end: `stream-app erase` on a live worker replaces the user in the table and
+its changelog with an erasure marker (no events, no features), publishes an audit record,
+/users answers 404, and a restarted worker recovering from the changelog does not bring the
+user back, not even from a backlog of the user's events read after the erasure."""
 
 from __future__ import annotations
 
@@ -63,7 +64,8 @@ def test_erase_a_user_everywhere_the_worker_holds_them(
     last = {}
     for rec in changelog:
         last[json.loads(rec.key)] = rec.value
-    assert last[gone] is None  # the newest record of the user is a tombstone
+    marker = json.loads(last[gone])  # the newest record of the user is the marker
+    assert marker["et"] == 0 and marker["p"] == [] and set(marker["x"]) == {"erased"}
     assert last[kept] is not None
     assert worker.metric("churn_erasures_total", state="found") == 1
 
@@ -115,3 +117,66 @@ def test_erase_with_an_app_id_nobody_runs_creates_no_internal_topic(
         admin.close()
     assert f"erasure-{tag}" in names  # the request went out
     assert not [n for n in names if n.startswith(f"nobody-{tag}")], sorted(names)
+
+
+def user_events(user: str, n: int, start: datetime) -> list[dict[str, object]]:
+    return [
+        {
+            "event_id": uuid.uuid4().hex,
+            "user_id": user,
+            "event_type": "page_view" if i % 10 else "session_start",
+            "ts": (start + timedelta(minutes=i)).isoformat().replace("+00:00", "Z"),
+        }
+        for i in range(n)
+    ]
+
+
+def test_an_erasure_holds_against_a_backlog_of_the_users_events(
+    start_worker: Callable[..., Worker], kafka_bootstrap: str
+) -> None:
+    """The way it failed: the user's events wait in the clickstream, then their erasure is
+    sent, and only then a worker starts. Kafka orders no two topics, so the erasure may be
+    applied first; the events behind it must not build the user again."""
+    first = start_worker()  # creates the topics; stopped before anything is sent
+    first.stop()
+    env = first.env
+    gone, kept = f"erase-me-{uuid.uuid4().hex[:6]}", f"keep-me-{uuid.uuid4().hex[:6]}"
+    start = datetime.now(tz=UTC).replace(microsecond=0) - timedelta(days=2)
+    with ChurnProducer(kafka_bootstrap, env["STREAM_APP_TOPIC_CLICKSTREAM"]) as prod:
+        # in time order: one partition's stream time must not run past either user
+        backlog = user_events(gone, 1136, start) + user_events(kept, 50, start)
+        for ev in sorted(backlog, key=lambda e: str(e["ts"])):
+            prod.send(ev)
+    erase = subprocess.run(
+        [sys.executable, "-m", "stream_app.cli", "erase", gone],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert erase.returncode == 0, erase.stderr
+
+    worker = start_worker(like=first)
+    wait_for(lambda: worker.request(f"/users/{kept}")[0] == 200, 90, "the other user")
+    audits = consume_all(kafka_bootstrap, env["STREAM_APP_TOPIC_ERASURE_AUDIT"], 1)
+    assert [json.loads(a.value)["user_id"] for a in audits] == [gone]
+    wait_for(
+        lambda: (
+            worker.metric("churn_events_total")
+            + worker.metric("churn_erasure_events_dropped_total")
+            >= 50 + (1136 if worker.metric("churn_erasure_events_dropped_total") else 0)
+        ),
+        60,
+        "the backlog read",
+    )
+    applied_first = worker.metric("churn_events_total") > 50
+    dropped = worker.metric("churn_erasure_events_dropped_total")
+    # Either order ends with the user gone: applied then erased, or dropped by the marker.
+    assert worker.request(f"/users/{gone}")[0] == 404
+    assert dropped in (0, 1136) and (dropped == 1136) != applied_first
+    print(f"\nbacklog of 1,136 events: {dropped:.0f} dropped by the marker")
+
+    worker.stop()
+    again = start_worker(like=worker)
+    wait_for(lambda: again.request(f"/users/{kept}")[0] == 200, 90, "the table recovered")
+    assert again.request(f"/users/{gone}")[0] == 404
