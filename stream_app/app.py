@@ -11,7 +11,6 @@ import faust
 
 from stream_app import log_filters, shutdown, web
 from stream_app.agents import lag, learner, model_sync, score
-from stream_app.core.engine import Engine
 from stream_app.kafka.send import partition_for
 from stream_app.metrics import Metrics
 from stream_app.runtime import faust_fixes
@@ -21,7 +20,7 @@ from stream_app.runtime.table import UserStateCodec, UserTable, rocksdb_options
 from stream_app.runtime.user_cache import UserCache
 from stream_app.security import faust_credentials
 from stream_app.settings import Settings
-from stream_app.wiring import Deps, Topics
+from stream_app.wiring import Deps, Topics, build_engine
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +147,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> ChurnApp:
         capacity=settings.state_cache_users,
     )
 
-    engine = Engine.from_settings(settings)
+    engine = build_engine(settings)
     metrics.model_version.set(engine.scorer.version)
     metrics.model_ready.set(1 if engine.scorer.ready else 0)
     deps = Deps(settings, metrics, engine, users, topics, app=app, cache=cache)

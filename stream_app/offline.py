@@ -22,7 +22,7 @@ from typing import IO, Any
 from pydantic import TypeAdapter
 
 from stream_app.advice import no_labels_advice
-from stream_app.core.config import LearnerConfig, ModelConfig
+from stream_app.core.driver import prequential, step
 from stream_app.core.engine import Engine, StepResult
 from stream_app.core.features import UserState
 from stream_app.core.labels import Label
@@ -38,6 +38,7 @@ from stream_app.jsonl import iter_lines
 from stream_app.known_answer import Outcome, known_answer, load_truth
 from stream_app.known_answer import summary as known_summary
 from stream_app.settings import Settings, load_settings
+from stream_app.wiring import build_engine
 
 _DATETIME: TypeAdapter[datetime] = TypeAdapter(datetime)
 
@@ -195,14 +196,14 @@ class Replay:
         self.settings = settings
         self.options = options
         self.ordered = ordered
-        self.engine = Engine.from_settings(settings)
+        self.engine = build_engine(settings)
         self.decisions = DecisionLog()
         self.truth = load_truth(truth_path(path))  # an action-effects file's known answer
         self.simulator = TreatmentSimulator(self.truth.saved_by if self.truth else None)
         self.model = OnlineModel.from_config(
-            self.engine.space.names, self.engine.space.schema, ModelConfig.from_settings(settings)
+            self.engine.space.names, self.engine.space.schema, settings.as_model_config()
         )
-        lcfg = LearnerConfig.from_settings(settings)
+        lcfg = settings.as_learner_config()
         self.learner = Learner(
             self.model,
             lcfg.snapshot_every,
@@ -246,22 +247,24 @@ class Replay:
                     if not sim.keep_event(event, ts):
                         counts.simulated_out += 1
                         continue
-                res = engine.process(store, clock, event, ts)
+                results = step(engine, store, clock, event, ts)
+                res = next(results)
                 if res.status == "duplicate":
                     counts.duplicates += 1
-                    continue
-                counts.applied += 1
-                # The event's labels are learned before the timer sweep scores anyone: a
-                # snapshot they complete changes the model the sweep scores with.
-                yield from self._step(res, clock, out)
-                due = engine.advance(store, clock)
-                if due is not None:
-                    yield from self._step(due, clock, out)
-            if progress is not None and counts.total % options.progress_every == 0:
-                rate = counts.total / (time.perf_counter() - t0)
-                progress.write(
-                    f"evaluate: {counts.total} events, {learner.n} labels, {rate:,.0f} events/s\n"
-                )
+                else:
+                    counts.applied += 1
+                    # The event's labels are learned before the timer sweep scores anyone
+                    # (step() computes the sweep only when asked for it): a snapshot they
+                    # complete changes the model the sweep scores with.
+                    yield from self._step(res, clock, out)
+                    for due in results:
+                        yield from self._step(due, clock, out)
+                if progress is not None and counts.total % options.progress_every == 0:
+                    rate = counts.total / (time.perf_counter() - t0)
+                    progress.write(
+                        f"evaluate: {counts.total} events, {learner.n} labels, "
+                        f"{rate:,.0f} events/s\n"
+                    )
             if scores_at is not None and not exported:
                 _export_scores(engine, store, scores_at, options.scores_out)
             counts.last_ts = None if first else clock.stream_time
@@ -278,11 +281,7 @@ class Replay:
         guard = clock.guard
         if guard is not None and (change := guard.pop_change()) is not None:
             self.decisions.breaker_opened += change.opened
-        for lab in res.labels:
-            snap = self.learner.learn(lab)
-            if snap is not None:
-                self.engine.use_snapshot(snap)
-            yield lab
+        yield from prequential(self.engine, self.learner, res)
 
     def _decided(self, decisions: list[DecisionOut], out: IO[str] | None) -> None:
         log = self.decisions

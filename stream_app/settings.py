@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,45 +21,11 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from stream_app.core.config import EngineConfig, LearnerConfig, ModelConfig
+from stream_app.core.durations import format_duration as format_duration
+from stream_app.core.durations import parse_duration as parse_duration
 from stream_app.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from ``30d``, ``12h``, ``15m``, ``45s``, ``2w`` or a plain number of seconds.
-
-    >>> parse_duration("30d"), parse_duration("90"), parse_duration(1.5)
-    (2592000.0, 90.0, 1.5)
-    """
-    if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or e.g. '30d', '12h', '15m'")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = float(m.group(1)) * _UNITS[m.group(2) or "s"]
-    else:
-        raise ValueError(f"not a duration: {value!r} (use e.g. 30d, 12h, 15m, 45s or seconds)")
-    if seconds < 0:
-        raise ValueError("a duration cannot be negative")
-    return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """The written form of a duration: the largest of d, h, m it is a whole number of, else
-    seconds (``14d``, not ``2w``: the docs and defaults count days).
-
-    >>> format_duration(2592000.0), format_duration(0.5), format_duration(5400.0)
-    ('30d', '0.5s', '90m')
-    """
-    for unit in ("d", "h", "m"):
-        n = seconds / _UNITS[unit]
-        if n >= 1 and n == int(n):
-            return f"{int(n)}{unit}"
-    return f"{int(seconds)}s" if seconds == int(seconds) else f"{seconds:g}s"
 
 
 def _duration_list(value: object) -> tuple[float, ...]:
@@ -426,6 +391,33 @@ class Settings(BaseSettings):
     def bootstrap_url(self) -> str:
         """Faust's broker URL form: kafka://host:port;host:port."""
         return ";".join(f"kafka://{h.strip()}" for h in self.kafka_bootstrap_servers.split(","))
+
+    # --- the core's configuration objects (the core never reads the settings) -----------
+    def as_engine_config(self) -> EngineConfig:
+        return EngineConfig(
+            half_lives=tuple(self.half_lives),
+            session_gap=self.session_gap,
+            score_min_interval=self.score_min_interval,
+            rescore_after=tuple(self.rescore_after),
+            horizon=self.horizon,
+            label_activity=self.label_activity,
+            snapshot_interval=self.snapshot_interval,
+            allowed_lateness=self.allowed_lateness,
+            dedup_capacity=self.dedup_capacity,
+            label_release=self.label_release,
+        )
+
+    def as_model_config(self) -> ModelConfig:
+        return ModelConfig(
+            learning_rate=self.learning_rate, l2=self.l2, min_labels_ready=self.min_labels_ready
+        )
+
+    def as_learner_config(self) -> LearnerConfig:
+        return LearnerConfig(
+            snapshot_every=self.snapshot_every,
+            rolling_window=self.rolling_window,
+            example_dedup=self.example_dedup,
+        )
 
 
 def duration_fields() -> list[str]:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from stream_app.core.engine import Engine
+from stream_app.core.policy.config import load_policy
+from stream_app.core.policy.decide import Policy
 from stream_app.metrics import Metrics
 from stream_app.settings import Settings
 
@@ -56,3 +58,14 @@ class Deps:
     model: ModelSync | None = None
     model_service: ModelSyncService | None = None
     learner: LearnerService | None = None
+
+
+def build_engine(settings: Settings) -> Engine:
+    """The engine both drivers run: its configuration and the retention policy from the
+    settings (STREAM_APP_POLICY_FILE, built-in defaults when unset; a file with
+    ``enabled = false`` runs none). A bad policy file raises ConfigError."""
+    engine = Engine(settings.as_engine_config())
+    config = load_policy(settings.policy_file)
+    if config.enabled:
+        engine.policy = Policy(config, engine.space)
+    return engine

@@ -309,8 +309,8 @@ def register(app: faust.App, deps: Deps) -> LearnerService:
     handler = LearnerHandler(
         deps.engine.space.names,
         deps.engine.space.schema,
-        ModelConfig.from_settings(s),
-        LearnerConfig.from_settings(s),
+        s.as_model_config(),
+        s.as_learner_config(),
         deps.metrics,
         s.snapshot_max_interval,
         train_on_treated=deps.engine.train_on_treated,

@@ -25,6 +25,7 @@ from faust.types import TP
 from schemas.events import EventView
 from schemas.outputs import TrainingExample
 from stream_app.agents import erasure
+from stream_app.core.driver import step
 from stream_app.core.engine import Engine, StepResult
 from stream_app.core.features import UserState
 from stream_app.core.labels import Label
@@ -171,7 +172,8 @@ class ScoreHandler:
                 self.metrics.erased_events.inc()
                 return Outcome("erased")
             del state.extra[erasure.MARK]
-        result = self.engine.process(store, clock, event, decoded.ts, offset)
+        results = step(self.engine, store, clock, event, decoded.ts, offset)
+        result = next(results)
         if result.status == "late":
             return self.reject(
                 raw,
@@ -193,8 +195,7 @@ class ScoreHandler:
                 event.event_type
             )
         counter.inc()
-        timers = self.engine.advance(store, clock)
-        if timers is not None:
+        for timers in results:  # the sweep of the deadlines this event's time passed
             result.extend(timers)
         self._observe(partition, clock, result)
         sends = [

@@ -1,14 +1,12 @@
 """The core's configuration objects: every default of the engine, model and learner lives
-here once; Settings takes its defaults from these classes."""
+here once. Settings takes its defaults from these classes and builds them
+(``Settings.engine_config()`` and so on): the core never reads the settings."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
-
-if TYPE_CHECKING:
-    from stream_app.settings import Settings
+from typing import Literal
 
 DAY = 86400.0
 
@@ -28,21 +26,6 @@ class EngineConfig:
     dedup_capacity: int = 64
     label_release: Literal["horizon", "activity"] = "horizon"
 
-    @classmethod
-    def from_settings(cls, s: Settings) -> EngineConfig:
-        return cls(
-            half_lives=tuple(s.half_lives),
-            session_gap=s.session_gap,
-            score_min_interval=s.score_min_interval,
-            rescore_after=tuple(s.rescore_after),
-            horizon=s.horizon,
-            label_activity=s.label_activity,
-            snapshot_interval=s.snapshot_interval,
-            allowed_lateness=s.allowed_lateness,
-            dedup_capacity=s.dedup_capacity,
-            label_release=s.label_release,
-        )
-
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -51,10 +34,6 @@ class ModelConfig:
     learning_rate: float = 0.005
     l2: float = 1e-4
     min_labels_ready: int = 500
-
-    @classmethod
-    def from_settings(cls, s: Settings) -> ModelConfig:
-        return cls(learning_rate=s.learning_rate, l2=s.l2, min_labels_ready=s.min_labels_ready)
 
 
 @dataclass(frozen=True)
@@ -67,11 +46,3 @@ class LearnerConfig:
     # Example ids remembered for dedup (a redelivered example arrives soon after the
     # original; 4,096 covers minutes of a busy deployment's labels).
     example_dedup: int = 4096
-
-    @classmethod
-    def from_settings(cls, s: Settings) -> LearnerConfig:
-        return cls(
-            snapshot_every=s.snapshot_every,
-            rolling_window=s.rolling_window,
-            example_dedup=s.example_dedup,
-        )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import MutableMapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from schemas.events import EventView
 from schemas.outputs import ModelSnapshot
@@ -19,13 +19,9 @@ from stream_app.core.config import EngineConfig
 from stream_app.core.features import FeatureSpace, UserState, event_hash
 from stream_app.core.labels import Label, LabelBook
 from stream_app.core.model import ColdStartPrior, LinearScorer, Scorer
-from stream_app.core.policy.config import load_policy
 from stream_app.core.policy.decide import DecisionOut, Policy
 from stream_app.core.policy.state import PartitionGuard
 from stream_app.core.timers import PartitionClock
-
-if TYPE_CHECKING:
-    from stream_app.settings import Settings
 
 # Events that change a user's risk enough to rescore at once, even inside a session.
 SIGNAL_TYPES = frozenset({"purchase", "return", "support_contact", "review"})
@@ -83,17 +79,6 @@ class Engine:
         # file's first event + warm-up, so that labels come from users whose features had
         # time to fill (everyone looks brand new on the first day of a log).
         self.labels_from = -math.inf
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Engine:
-        """The engine both drivers run: configuration and retention policy from settings
-        (STREAM_APP_POLICY_FILE, built-in defaults when unset; a file with
-        ``enabled = false`` runs none). A bad policy file raises ConfigError."""
-        engine = cls(EngineConfig.from_settings(settings))
-        config = load_policy(settings.policy_file)
-        if config.enabled:
-            engine.policy = Policy(config, engine.space)
-        return engine
 
     @property
     def train_on_treated(self) -> bool:

@@ -10,18 +10,18 @@ from types import SimpleNamespace
 import pytest
 
 from schemas.outputs import ModelSnapshot, Reason, ScalerState
-from stream_app.core.engine import Engine
 from stream_app.core.features import UserState
 from stream_app.core.model import ColdStartPrior, LinearScorer
 from stream_app.settings import load_settings
 from stream_app.web import user_view
+from stream_app.wiring import build_engine
 from tests.unit.test_engine import ev
 
 T0 = 1_767_225_600.0  # 2026-01-01
 
 
 def test_users_view_shows_reasons_in_the_shape_of_the_kafka_messages() -> None:
-    engine = Engine.from_settings(load_settings())
+    engine = build_engine(load_settings())
     store: dict[str, UserState] = {}
     engine.process(store, engine.new_clock(), ev("u1", T0), T0)
     # A month later (the partition's stream time): the prior has a silence reason.

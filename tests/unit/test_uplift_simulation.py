@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from stream_app.core.config import EngineConfig, LearnerConfig, ModelConfig
 from stream_app.core.engine import Engine, StepResult
 from stream_app.core.features import UserState
 from stream_app.core.labels import Label
@@ -39,12 +38,12 @@ class Example:
 def replay(path: Path) -> list[Example]:
     """Replay ``path`` with the policy after every score and the simulated effect."""
     settings = load_settings()
-    engine = Engine(EngineConfig.from_settings(settings))
+    engine = Engine(settings.as_engine_config())
     # Model and learner as the offline driver builds them.
     model = OnlineModel.from_config(
-        engine.space.names, engine.space.schema, ModelConfig.from_settings(settings)
+        engine.space.names, engine.space.schema, settings.as_model_config()
     )
-    lcfg = LearnerConfig.from_settings(settings)
+    lcfg = settings.as_learner_config()
     learner = Learner(model, lcfg.snapshot_every, lcfg.rolling_window, example_dedup=0)
     # A large holdout for statistical power in a small file (production default: 10%).
     policy = Policy(PolicyConfig.model_validate({"holdout": {"share": 0.5}}), engine.space)

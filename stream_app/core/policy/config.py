@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
+from stream_app.core.durations import parse_duration
 from stream_app.errors import ConfigError
-from stream_app.settings import parse_duration
 
 DAY = 86400.0
 Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
