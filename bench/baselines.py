@@ -39,7 +39,7 @@ from scipy import optimize, special, stats
 from stream_app.core.learner import roc_auc
 from stream_app.ingest import Decoder
 from stream_app.jsonl import iter_lines
-from stream_app.offline import EvaluateOptions, evaluate, parse_time
+from stream_app.offline.evaluate import EvaluateOptions, evaluate, parse_time
 from stream_app.settings import load_settings
 
 DAY = 86400.0

@@ -49,8 +49,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from stream_app.kafka.send import partition_for  # noqa: E402
+from stream_app.kafka.topics import read_to_end  # noqa: E402
 from stream_app.settings import load_settings  # noqa: E402
-from stream_app.topics import read_to_end  # noqa: E402
 
 WORKER_CORE, DRIVER_CORES = "1", "0"
 

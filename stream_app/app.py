@@ -11,6 +11,7 @@ import faust
 
 from stream_app import log_filters, shutdown, web
 from stream_app.agents import lag, learner, model_sync, score
+from stream_app.kafka.security import faust_credentials
 from stream_app.kafka.send import partition_for
 from stream_app.metrics import Metrics
 from stream_app.runtime import faust_fixes
@@ -18,7 +19,6 @@ from stream_app.runtime.batches import BatchTransport
 from stream_app.runtime.committer import WriteFailed
 from stream_app.runtime.table import UserStateCodec, UserTable, rocksdb_options
 from stream_app.runtime.user_cache import UserCache
-from stream_app.security import faust_credentials
 from stream_app.settings import Settings
 from stream_app.wiring import Deps, Topics, build_engine
 

@@ -226,14 +226,14 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         run = evaluate_cli(args)
         if args.report_dir is not None:
-            from stream_app.report import write_report
+            from stream_app.offline.report import write_report
 
             for path in write_report(run, args.report_dir):
                 print(f"evaluate: wrote {path}", file=sys.stderr)
         return 0
     if args.command in ("replay", "topics"):
+        from stream_app.kafka.topics import check_reachable, ensure_topics
         from stream_app.settings import load_settings
-        from stream_app.topics import check_reachable, ensure_topics
 
         settings = load_settings()
         if args.command == "replay":  # a client: fail fast, create no internal topic
@@ -242,8 +242,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.command == "topics":
             print(json.dumps(topics, sort_keys=True))
             return 0
-        from stream_app.producer import ChurnProducer, replay
-        from stream_app.security import kafka_python_options
+        from stream_app.kafka.producer import ChurnProducer, replay
+        from stream_app.kafka.security import kafka_python_options
 
         with ChurnProducer(
             settings.kafka_bootstrap_servers,
@@ -255,7 +255,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(json.dumps(stats))
         return 0
     if args.command == "erase":
-        from stream_app.erasure import send_erasures
+        from stream_app.kafka.erase import send_erasures
         from stream_app.settings import load_settings
 
         for line in send_erasures(load_settings(), args.user_ids, args.requested_by):
@@ -270,7 +270,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(json.dumps(settings.display(), indent=2, sort_keys=True))
         return 0
     if args.command == "policy-replay":
-        from stream_app.policy_replay import evaluate, read_log
+        from stream_app.offline.policy_replay import evaluate, read_log
 
         if args.runs < 1 or not 0 <= args.floor <= 0.2:
             raise StreamAppError("--runs must be >= 1 and --floor in [0, 0.2]")
@@ -283,7 +283,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(json.dumps(evaluate(log, seed=args.seed, runs=args.runs, floor=args.floor)))
         return 0
     if args.command == "generate":
-        from stream_app.generate import generate_cli
+        from stream_app.offline.generate import generate_cli
 
         return generate_cli(args)
     raise AssertionError(args.command)
@@ -297,7 +297,7 @@ def _worker(args: argparse.Namespace) -> int:
     if args.web_port:
         overrides["web_port"] = args.web_port
     settings = load_settings(**overrides)
-    from stream_app.topics import ensure_topics
+    from stream_app.kafka.topics import ensure_topics
 
     # create_app first: its start-up checks (pinned versions, API token) need no broker
     app = create_app(settings)

@@ -38,7 +38,7 @@ from typing import IO, Any
 from kafka import KafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream_app.topics import read_to_end
+from stream_app.kafka.topics import read_to_end
 
 ROOT = Path(__file__).resolve().parents[1]
 STREAM_APP = [sys.executable, "-m", "stream_app.cli"]

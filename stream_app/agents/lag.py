@@ -19,8 +19,8 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from mode import Service
 
-from stream_app.clients import consumer
-from stream_app.security import aiokafka_options
+from stream_app.kafka.clients import consumer
+from stream_app.kafka.security import aiokafka_options
 from stream_app.wiring import Deps
 
 log = logging.getLogger(__name__)

@@ -24,12 +24,12 @@ from mode import Service
 
 from schemas.outputs import ModelSnapshot, TrainingExample
 from stream_app.agents.model_sync import supersedes
-from stream_app.clients import consumer
 from stream_app.core.config import LearnerConfig, ModelConfig
 from stream_app.core.labels import Label
 from stream_app.core.learner import Learner
 from stream_app.core.model import OnlineModel, check_snapshot
 from stream_app.errors import SnapshotError
+from stream_app.kafka.clients import consumer
 from stream_app.kafka.send import Send, sender
 from stream_app.metrics import Metrics
 from stream_app.settings import Settings

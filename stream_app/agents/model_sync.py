@@ -18,12 +18,12 @@ from kafka import TopicPartition as KafkaTopicPartition
 from mode import Service
 
 from schemas.outputs import ModelSnapshot
-from stream_app.clients import consumer
 from stream_app.core.engine import Engine
 from stream_app.core.model import check_snapshot
 from stream_app.errors import SnapshotError
+from stream_app.kafka.clients import consumer
+from stream_app.kafka.security import kafka_python_options
 from stream_app.metrics import Metrics
-from stream_app.security import kafka_python_options
 from stream_app.settings import Settings
 from stream_app.wiring import Deps
 

@@ -24,11 +24,11 @@ from kafka.errors import KafkaError
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app.cli import main as cli_main
+from stream_app.kafka.producer import ChurnProducer, replay
 from stream_app.kafka.send import partition_for
+from stream_app.kafka.topics import read_to_end  # noqa: F401 (re-exported for the tests)
 from stream_app.offline import EvaluateOptions, Replay
-from stream_app.producer import ChurnProducer, replay
 from stream_app.settings import load_settings
-from stream_app.topics import read_to_end  # noqa: F401 (re-exported for the tests)
 from tests.conftest import _localkafka
 
 free_port = _localkafka().free_port

@@ -11,7 +11,7 @@ from kafka import KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app.cli import main
-from stream_app.producer import ChurnProducer, replay
+from stream_app.kafka.producer import ChurnProducer, replay
 from tests import promql
 from tests.integration.conftest import SHORT_LEARNING, Worker, wait_for
 

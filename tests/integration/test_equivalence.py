@@ -15,9 +15,9 @@ import pytest
 
 from stream_app.cli import main
 from stream_app.core.learner import roc_auc
+from stream_app.kafka.producer import ChurnProducer, replay
 from stream_app.kafka.send import partition_for
 from stream_app.offline import EvaluateOptions, evaluate
-from stream_app.producer import ChurnProducer, replay
 from stream_app.settings import load_settings
 from tests.integration.conftest import Worker, consume_all, wait_for
 

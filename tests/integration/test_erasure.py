@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from kafka.admin import KafkaAdminClient
 
-from stream_app.producer import ChurnProducer
+from stream_app.kafka.producer import ChurnProducer
 from tests.integration.conftest import Worker, consume_all, read_to_end, wait_for
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from stream_app.cli import main
 from stream_app.core.policy.ids import in_holdout
-from stream_app.producer import ChurnProducer, replay
+from stream_app.kafka.producer import ChurnProducer, replay
 from tests.integration.conftest import Worker, read_to_end, wait_for
 
 HOLDOUT_SHARE = 0.3

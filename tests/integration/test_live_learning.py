@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from stream_app.cli import main
-from stream_app.producer import ChurnProducer, replay
+from stream_app.kafka.producer import ChurnProducer, replay
 from tests.integration.conftest import SHORT_LEARNING, Worker, read_to_end, wait_for
 
 # Short horizon and intervals so three weeks of traffic resolve thousands of labels.

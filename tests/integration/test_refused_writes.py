@@ -24,7 +24,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import AlterConfigOp, ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError
 
-from stream_app.producer import ChurnProducer, replay
+from stream_app.kafka.producer import ChurnProducer, replay
 from tests.integration.conftest import (
     FAULT_SETTINGS,
     Traffic,

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from stream_app.producer import ChurnProducer
+from stream_app.kafka.producer import ChurnProducer
 from tests.integration.conftest import Worker, wait_for
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from stream_app.producer import ChurnProducer
+from stream_app.kafka.producer import ChurnProducer
 from tests.integration.conftest import (
     Traffic,
     Worker,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
-from stream_app.producer import ChurnProducer, InvalidEvent
+from stream_app.kafka.producer import ChurnProducer, InvalidEvent
 from tests.integration.conftest import Worker, consume_all, wait_for
 
 NOW = datetime.now(tz=UTC).replace(microsecond=0)

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from stream_app.cli import COMMANDS, build_parser, main
+from stream_app.kafka.topics import topic_specs
 from stream_app.settings import Settings
-from stream_app.topics import topic_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from stream_app import topics
 from stream_app.cli import main
+from stream_app.kafka import topics
 from stream_app.settings import load_settings
 
 

@@ -9,8 +9,8 @@ from typing import Any
 from stream_app.core.config import EngineConfig
 from stream_app.core.engine import Engine
 from stream_app.core.features import UserState
-from stream_app.generate import Generator
 from stream_app.ingest import Decoder
+from stream_app.offline.generate import Generator
 from stream_app.settings import load_settings
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import faust
 import pytest
 
-from stream_app import security
 from stream_app.errors import ConfigError
+from stream_app.kafka import security
 from stream_app.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,7 +97,7 @@ def test_ssl_only_has_no_sasl_options(ca: Path) -> None:
 
 
 def test_the_aiokafka_consumer_gets_the_credentials(ca: Path) -> None:
-    from stream_app.clients import consumer
+    from stream_app.kafka.clients import consumer
 
     s = load_settings(
         kafka_security_protocol="SASL_SSL",

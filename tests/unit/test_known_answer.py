@@ -16,11 +16,11 @@ from stream_app.cli import main
 from stream_app.core.action_effects import ActionEffects, load_action_effects
 from stream_app.core.policy.config import ACTIONS, PolicyConfig
 from stream_app.core.policy.decide import DecisionOut
-from stream_app.core.treatment import TreatmentSimulator
 from stream_app.errors import InputFileError
-from stream_app.generate import Generator, savable_draw
-from stream_app.known_answer import ORACLE, Truth, known_answer, regret_curves, summary
 from stream_app.offline import EvaluateOptions, evaluate
+from stream_app.offline.generate import Generator, savable_draw
+from stream_app.offline.known_answer import ORACLE, Truth, known_answer, regret_curves, summary
+from stream_app.offline.treatment import TreatmentSimulator
 from stream_app.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]

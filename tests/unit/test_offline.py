@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from schemas.outputs import Reason
-from stream_app.advice import no_labels_advice
 from stream_app.cli import COMMANDS, main
-from stream_app.generate import Generator
-from stream_app.offline import EvaluateOptions, evaluate, parse_time, validate_file
+from stream_app.offline import EvaluateOptions, evaluate, validate_file
+from stream_app.offline.advice import no_labels_advice
+from stream_app.offline.evaluate import parse_time
+from stream_app.offline.generate import Generator
 from stream_app.settings import load_settings
 
 START = "2026-01-01T00:00:00Z"

@@ -77,7 +77,7 @@ def test_replay_sends_only_the_untreated_world(tmp_path: Path) -> None:
     import time
 
     from stream_app.ingest import Decoder
-    from stream_app.producer import untreated_world
+    from stream_app.kafka.producer import untreated_world
 
     events = tmp_path / "e.jsonl"
     args = ["generate", "--users", "300", "--days", "40", "--seed", "2"]

@@ -12,7 +12,7 @@ import pytest
 
 from stream_app.cli import main
 from stream_app.errors import InputFileError
-from stream_app.policy_replay import evaluate, read_log
+from stream_app.offline.policy_replay import evaluate, read_log
 
 # Segment x: arm a keeps 60%, the others 20%; segment y: arm c. Best fixed arm: 40%.
 TRUTH = {"x": {"a": 0.6, "b": 0.2, "c": 0.2}, "y": {"a": 0.2, "b": 0.2, "c": 0.6}}

@@ -11,7 +11,7 @@ import pytest
 
 from stream_app.cli import main
 from stream_app.core.policy.uplift import from_counts
-from stream_app.report import interventions_per_day, rolling_auc, uplift_over_time
+from stream_app.offline.report import interventions_per_day, rolling_auc, uplift_over_time
 
 DAY = 86400.0
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,8 +10,8 @@ import pytest
 
 from stream_app.app import create_app
 from stream_app.errors import ConfigError
+from stream_app.kafka.topics import changelog_topic, leader_topic, topic_configs, topic_specs
 from stream_app.settings import load_settings
-from stream_app.topics import changelog_topic, leader_topic, topic_configs, topic_specs
 
 
 def test_faust_internal_topic_names_are_the_ones_faust_builds(tmp_path: Path) -> None:

@@ -14,8 +14,8 @@ import pytest
 
 from schemas.events import EVENT_ADAPTER
 from stream_app.cli import main
-from stream_app.core.treatment import CHURN, SAVED, TAG, TreatmentSimulator, path_of
-from stream_app.generate import CHURN_TAG, Generator, savable_draw
+from stream_app.offline.generate import CHURN_TAG, Generator, savable_draw
+from stream_app.offline.treatment import CHURN, SAVED, TAG, TreatmentSimulator, path_of
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 DAY = 86400.0

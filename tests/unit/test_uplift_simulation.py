@@ -18,10 +18,10 @@ from stream_app.core.labels import Label
 from stream_app.core.learner import Learner
 from stream_app.core.model import OnlineModel, Scorer
 from stream_app.core.policy import Policy, PolicyConfig, Uplift, estimate
-from stream_app.core.treatment import TreatmentSimulator, path_of
-from stream_app.generate import truth_path
 from stream_app.ingest import Decoder
-from stream_app.offline import iter_lines
+from stream_app.jsonl import iter_lines
+from stream_app.offline.generate import truth_path
+from stream_app.offline.treatment import TreatmentSimulator, path_of
 from stream_app.settings import load_settings
 
 Q = 0.6

@@ -10,8 +10,8 @@ from typing import Any
 from stream_app.core.learner import roc_auc
 from stream_app.core.policy.uplift import Uplift, from_counts, wilson
 from stream_app.errors import StreamAppError
-from stream_app.known_answer import regret_curves
 from stream_app.offline import EvaluationRun
+from stream_app.offline.known_answer import regret_curves
 
 
 def _pyplot() -> Any:

@@ -1,6 +1,6 @@
 """A small producer for Python services: validates, keys by user_id, waits for all replicas.
 
->>> from stream_app.producer import ChurnProducer          # doctest: +SKIP
+>>> from stream_app.kafka.producer import ChurnProducer          # doctest: +SKIP
 >>> with ChurnProducer("localhost:9092") as producer:       # doctest: +SKIP
 ...     producer.send({"event_id": "e1", "user_id": "u1", "event_type": "purchase",
 ...                    "ts": "2026-01-05T12:00:00Z", "revenue": 42.0})
@@ -18,10 +18,10 @@ from typing import Any
 from kafka import KafkaProducer
 
 from schemas.events import Event
-from stream_app.core.treatment import TreatmentSimulator
 from stream_app.errors import StreamAppError
 from stream_app.ingest import Decoder
 from stream_app.jsonl import iter_lines
+from stream_app.offline.treatment import TreatmentSimulator
 
 
 class InvalidEvent(StreamAppError):

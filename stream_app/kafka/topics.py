@@ -12,7 +12,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from stream_app.errors import StreamAppError
-from stream_app.security import check_login, kafka_python_options
+from stream_app.kafka.security import check_login, kafka_python_options
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)

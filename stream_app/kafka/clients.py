@@ -6,7 +6,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
-from stream_app.security import aiokafka_options
+from stream_app.kafka.security import aiokafka_options
 from stream_app.settings import Settings
 
 

@@ -21,7 +21,6 @@ from typing import IO, Any
 
 from pydantic import TypeAdapter
 
-from stream_app.advice import no_labels_advice
 from stream_app.core.driver import prequential, step
 from stream_app.core.engine import Engine, StepResult
 from stream_app.core.features import UserState
@@ -30,13 +29,14 @@ from stream_app.core.learner import Learner, roc_auc
 from stream_app.core.model import OnlineModel
 from stream_app.core.policy import DecisionOut, decision_message
 from stream_app.core.timers import PartitionClock
-from stream_app.core.treatment import TreatmentSimulator, path_of
 from stream_app.errors import InputFileError
-from stream_app.generate import truth_path
 from stream_app.ingest import Decoder
 from stream_app.jsonl import iter_lines
-from stream_app.known_answer import Outcome, known_answer, load_truth
-from stream_app.known_answer import summary as known_summary
+from stream_app.offline.advice import no_labels_advice
+from stream_app.offline.generate import truth_path
+from stream_app.offline.known_answer import Outcome, known_answer, load_truth
+from stream_app.offline.known_answer import summary as known_summary
+from stream_app.offline.treatment import TreatmentSimulator, path_of
 from stream_app.settings import Settings, load_settings
 from stream_app.wiring import build_engine
 

@@ -10,7 +10,7 @@ With ``treatment_effect`` Q > 0, each churner is *savable* with probability Q (a
 and user id, so the main stream of random draws is untouched), and a savable churner gets
 a second future from the onset of churn: the activity they would have had if an
 intervention saved them, tagged ``properties.treatment_path = "saved"``, while their churn
-path is tagged ``"churn"`` (see :mod:`stream_app.core.treatment` and docs/policy.md). The
+path is tagged ``"churn"`` (see :mod:`stream_app.offline.treatment` and docs/policy.md). The
 saved path has its own random generator, event ids and session ids, so dropping it and the
 tags gives back exactly the file generated without the option.
 """
@@ -32,7 +32,7 @@ from typing import Any, TextIO, TypeVar
 from pydantic import TypeAdapter
 
 from stream_app.core.action_effects import ActionEffects
-from stream_app.core.treatment import CHURN, SAVED, TAG
+from stream_app.offline.treatment import CHURN, SAVED, TAG
 
 DAY = 86400
 T = TypeVar("T")

@@ -13,9 +13,9 @@ from pydantic import ValidationError
 
 from schemas.erasure import ErasureRequest
 from stream_app.errors import StreamAppError
-from stream_app.security import kafka_python_options
+from stream_app.kafka.security import kafka_python_options
+from stream_app.kafka.topics import check_reachable, ensure_topics
 from stream_app.settings import Settings
-from stream_app.topics import check_reachable, ensure_topics
 
 
 def build_requests(user_ids: Sequence[str], requested_by: str | None) -> list[ErasureRequest]:
