@@ -16,19 +16,17 @@ import time
 from collections import Counter
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import faust
 from faust.types import TP
 
 from schemas.events import EventView
-from schemas.outputs import TrainingExample
 from stream_app.agents import erasure
 from stream_app.core.driver import step
 from stream_app.core.engine import Engine, StepResult
 from stream_app.core.features import UserState
-from stream_app.core.labels import Label
+from stream_app.core.labels import label_message
 from stream_app.core.policy import (
     DecisionOut,
     PartitionGuard,
@@ -46,7 +44,7 @@ from stream_app.wiring import Deps
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Outcome", "ScoreHandler", "Send", "label_message", "partition_for", "register"]
+__all__ = ["Outcome", "ScoreHandler", "Send", "partition_for", "register"]
 
 
 @dataclass(slots=True)
@@ -57,22 +55,6 @@ class Outcome:
 
 _NO_HINTS = frozenset({"too_large", "invalid_utf8", "too_deep", "tombstone"})
 TOMBSTONE = Rejection("tombstone", None, "null message value (a tombstone): not an event")
-
-
-def label_message(label: Label) -> TrainingExample:
-    return TrainingExample(
-        example_id=label.example_id,
-        user_id=label.user_id,
-        scored_at=datetime.fromtimestamp(label.scored_at, tz=UTC),
-        resolved_at=datetime.fromtimestamp(label.resolved_at, tz=UTC),
-        label=1 if label.label else 0,
-        p=label.p,
-        features=label.features,
-        treated=label.treated,
-        group=label.group,
-        model_version=label.model_version,
-        train=label.train,
-    )
 
 
 class ScoreHandler:

@@ -29,8 +29,10 @@ import math
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
+from schemas.outputs import TrainingExample
 from stream_app.core.features import Pending, UserState
 
 
@@ -169,3 +171,20 @@ class LabelBook:
             vector,
             snap.train,
         )
+
+
+def label_message(label: Label) -> TrainingExample:
+    """The training example the worker publishes for a resolved label."""
+    return TrainingExample(
+        example_id=label.example_id,
+        user_id=label.user_id,
+        scored_at=datetime.fromtimestamp(label.scored_at, tz=UTC),
+        resolved_at=datetime.fromtimestamp(label.resolved_at, tz=UTC),
+        label=1 if label.label else 0,
+        p=label.p,
+        features=label.features,
+        treated=label.treated,
+        group=label.group,
+        model_version=label.model_version,
+        train=label.train,
+    )

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from schemas.outputs import TrainingExample
 from stream_app.agents.learner import label_from
-from stream_app.agents.score import label_message
-from stream_app.core.labels import Label
+from stream_app.core.labels import Label, label_message
 
 
 def test_an_example_judged_but_not_learned_stays_so_across_the_topic() -> None:
