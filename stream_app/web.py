@@ -19,6 +19,8 @@ import aiohttp
 import faust
 
 from stream_app.core.features import UserState
+from stream_app.core.policy.config import Tiers
+from stream_app.core.policy.decide import TIERS as TIER_NAMES
 from stream_app.errors import ConfigError
 from stream_app.kafka.send import partition_for
 from stream_app.metrics import CONTENT_TYPE
@@ -28,8 +30,8 @@ from stream_app.wiring import Deps
 log = logging.getLogger(__name__)
 
 ROUTED = "X-Churn-Routed"  # set on a request one worker forwards to another
-# Risk tiers of /users (the intervention policy will make them configurable).
-TIERS = ((0.6, "high"), (0.3, "mid"), (0.0, "low"))
+# Risk tiers of /users when no policy runs (the policy's own defaults, core/policy/config.py).
+DEFAULT_TIERS = Tiers()
 
 
 def metrics_about(window: int) -> dict[str, str]:
@@ -44,8 +46,9 @@ def metrics_about(window: int) -> dict[str, str]:
     }
 
 
-def risk_tier(p: float) -> str:
-    return next(name for floor, name in TIERS if p >= floor)
+def risk_tier(p: float, tiers: Tiers = DEFAULT_TIERS) -> str:
+    """The tier name of a score, by the policy's thresholds (the ones its decisions use)."""
+    return TIER_NAMES[2 if p >= tiers.high else 1 if p >= tiers.mid else 0]
 
 
 def is_loopback(host: str) -> bool:
@@ -123,7 +126,7 @@ def user_view(deps: Deps, state: UserState, partition: int) -> dict[str, Any]:
     return {
         "user_id": state.user_id,
         "p": p,
-        "tier": risk_tier(p),
+        "tier": risk_tier(p, engine.policy.config.tiers if engine.policy else DEFAULT_TIERS),
         # The shape of the reasons on retention.decisions and .interventions (schemas/
         # outputs.py Reason): one shape wherever a reason code is shown.
         "reasons": [{"name": name, "value": round(c, 6)} for name, c in scorer.reason_codes(vec)],

@@ -5,6 +5,7 @@ above a reference user's (the model's mean user; the prior's, a week's silence).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -66,3 +67,20 @@ def test_the_priors_reasons_no_longer_dwarf_the_models() -> None:
     prior = ColdStartPrior(["log_days_since_last_event"])
     [(name, value)] = prior.reason_codes([math.log1p(21.0)])
     assert name == "log_days_since_last_event" and 1.0 < value < 1.5
+
+
+def test_users_tier_follows_the_policy_files_thresholds(tmp_path: Path) -> None:
+    """/users names the tier by the thresholds the policy decides with, not fixed ones."""
+    store: dict[str, UserState] = {}
+    views = {}
+    for name, tiers in (("default", ""), ("strict", "[tiers]\nhigh = 0.02\nmid = 0.01\n")):
+        policy = tmp_path / f"{name}.toml"
+        policy.write_text(tiers)
+        engine = build_engine(load_settings(policy_file=str(policy)))
+        engine.process(store, engine.new_clock(), ev("u1", T0), T0)
+        clock = SimpleNamespace(stream_time=T0 + 3 * 86400)
+        deps = SimpleNamespace(engine=engine, score=SimpleNamespace(clocks={0: clock}))
+        views[name] = user_view(deps, store["u1"], 0)  # type: ignore[arg-type]
+    p = views["default"]["p"]
+    assert 0.02 <= p < 0.3, p  # the prior after three days' silence: low by default
+    assert views["default"]["tier"] == "low" and views["strict"]["tier"] == "high"
