@@ -175,6 +175,15 @@ class Settings(BaseSettings):
         ge=1,
         description="Flush user state early once this many applied events wait for it.",
     )
+    idle_advance: Duration = Field(
+        0.0,
+        ge=0,
+        description="Opt-in, 0 = off: a clickstream partition that is caught up and got no "
+        "event for this long moves its stream time to the wall clock minus this long, so "
+        "silence deadlines (win-backs) fire in a quiet night too. Live and replay then "
+        "differ, and events delayed by more than this plus ALLOWED_LATENESS become "
+        "late_event dead letters.",
+    )
     erasure_marker_ttl: Duration = Field(
         30 * 86400.0,
         gt=0,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, MutableMapping, Sequence
@@ -179,16 +180,7 @@ class ScoreHandler:
         counter.inc()
         for timers in results:  # the sweep of the deadlines this event's time passed
             result.extend(timers)
-        self._observe(partition, clock, result)
-        sends = [
-            Send("training", lab.user_id.encode(), label_message(lab).model_dump_json().encode())
-            for lab in result.labels
-        ]
-        for out in result.decisions:
-            sends += self._decided(out)
-        if clock.guard is not None:
-            self._breaker(partition, clock.guard)
-        return Outcome("applied", sends)
+        return Outcome("applied", self._outputs(partition, clock, result))
 
     def handle_batch(
         self, store: MutableMapping[str, UserState], partition: int, records: Sequence[Any]
@@ -216,6 +208,33 @@ class ScoreHandler:
             elif erasure.expired(state, now, ttl):
                 del store[uid]
         return kept
+
+    def advance_idle(
+        self, store: MutableMapping[str, UserState], partition: int, until: float
+    ) -> list[Send]:
+        """Move a quiet partition's stream time up to ``until`` (wall-clock based: see
+        STREAM_APP_IDLE_ADVANCE) and fire the deadlines it passes; what that sends."""
+        if isinstance(store, UserCache):
+            store.partition = partition
+        clock = self.clock_for(store, partition)
+        if not until > clock.stream_time:
+            return []
+        clock.stream_time = until
+        result = self.engine.advance(store, clock)
+        return [] if result is None else self._outputs(partition, clock, result)
+
+    def _outputs(self, partition: int, clock: PartitionClock, result: StepResult) -> list[Send]:
+        """Metrics of a step, and its messages: training examples, decisions, interventions."""
+        self._observe(partition, clock, result)
+        sends = [
+            Send("training", lab.user_id.encode(), label_message(lab).model_dump_json().encode())
+            for lab in result.labels
+        ]
+        for out in result.decisions:
+            sends += self._decided(out)
+        if clock.guard is not None:
+            self._breaker(partition, clock.guard)
+        return sends
 
     def forget(self, user_id: bytes) -> None:
         """Drop what the handler caches of an erased user."""
@@ -390,6 +409,9 @@ class ScoreService:
             max_records=settings.batch_max_records,
         )
         self.flush_every = max(settings.state_flush_interval / 2, 0.01)
+        self.idle_advance = settings.idle_advance  # 0: off
+        self.clickstream = settings.topic_clickstream
+        self.last_applied: dict[int, float] = {}  # partition -> wall clock of its last batch
 
     async def apply(self, batch: Batch) -> None:
         """Apply one batch and send what it caused; flush early when enough wait."""
@@ -398,6 +420,7 @@ class ScoreService:
             await self.erasures.apply(self.cache, batch, self.send, committer)
             return
         t0 = time.perf_counter()
+        self.last_applied[tp.partition] = self.handler.wall_clock()
         try:
             sends = self.handler.handle_batch(self.cache, tp.partition, batch.records)
         except Exception:
@@ -446,12 +469,38 @@ class ScoreService:
         while True:
             await asyncio.sleep(self.flush_every)
             handler.letters.flush(handler.wall_clock())
+            if self.idle_advance > 0:
+                await self.advance_quiet_partitions()
             if committer.due():
                 try:
                     await committer.flush()
                 except WriteFailed as exc:
                     await self.app.crash(exc)
                     return
+
+    async def advance_quiet_partitions(self) -> None:
+        """STREAM_APP_IDLE_ADVANCE: a partition that is caught up (nothing fetched and
+        waiting, its read position at the high watermark) and got no batch for that long
+        moves its stream time to the wall clock minus that long, so silence deadlines fire
+        in a quiet night too. Live and replay then differ: replay has no wall clock."""
+        consumer = self.app.consumer
+        assert isinstance(consumer, BatchConsumer)
+        if not consumer.flow_active or not self.sink.queue.empty():
+            return
+        now, idle = self.handler.wall_clock(), self.idle_advance
+        sends: list[Send] = []
+        for tp in consumer.assignment():
+            if tp.topic != self.clickstream:
+                continue
+            if now - self.last_applied.get(tp.partition, -math.inf) < idle:
+                continue
+            highwater = consumer.highwater(tp)
+            read = consumer._read_offset.get(tp)  # the last offset fetched (runtime/batches)
+            if highwater and (read is None or read + 1 < highwater):
+                continue  # records wait in Kafka: not quiet, only behind
+            sends += self.handler.advance_idle(self.cache, tp.partition, now - idle)
+        if sends:
+            self.committer.add(None, [await self.send(out) for out in sends])
 
 
 def register(app: faust.App, deps: Deps) -> ScoreService:

@@ -65,10 +65,13 @@ class Committer:
         self.failed: WriteFailed | None = None
         self._lock = asyncio.Lock()
 
-    def add(self, batch: Batch, futures: list[asyncio.Future[Any]]) -> None:
-        self.batches.append(batch)
+    def add(self, batch: Batch | None, futures: list[asyncio.Future[Any]]) -> None:
+        """A batch applied and its sends' futures; ``None`` for sends no offset waits for
+        (a timer sweep on the wall clock): confirmed at the next flush all the same."""
+        if batch is not None:
+            self.batches.append(batch)
+            self.events += len(batch.records)
         self.futures += futures
-        self.events += len(batch.records)
 
     def due(self) -> bool:
         return bool(self.batches or self.futures or self.cache.dirty) and (

@@ -417,3 +417,23 @@ def test_a_misrouted_erasure_is_forwarded_to_its_users_partition(app: faust.App)
     out = ErasureHandler(handler, "user.erasure").erase({}, 0, 3, u.encode(), erasure_request(u))
     assert out.status == "rerouted" and out.sends[0].partition == 5
     assert out.sends[0].topic == "erasure"
+
+
+def test_a_quiet_partition_advances_its_stream_time_and_fires_silence_deadlines(
+    app: faust.App,
+) -> None:
+    """STREAM_APP_IDLE_ADVANCE: with no event to move the stream time, a user's silence
+    deadline fires once the wall-clock-based stream time passes it, and not before."""
+    w = wiring(app)
+    handler = w.score
+    assert handler is not None
+    u = user_on(4)
+    store: dict[str, Any] = {}
+    handler.handle(store, 4, 0, u.encode(), event(u, "2026-01-05T12:00:00Z"))
+    t0 = datetime.fromisoformat("2026-01-05T12:00:00+00:00").timestamp()
+    assert handler.advance_idle(store, 4, t0 + 3600) == []  # no deadline passed yet
+    handler.advance_idle(store, 4, t0 + 2 * 86400)  # the 1-day rescore deadline (+ lateness)
+    assert w.metrics.scores.labels("silence")._value.get() >= 1
+    assert handler.clocks[4].stream_time == t0 + 2 * 86400
+    assert handler.advance_idle(store, 4, t0) == []  # never backwards
+    assert handler.clocks[4].stream_time == t0 + 2 * 86400
