@@ -30,6 +30,7 @@ from stream_app.core.model import OnlineModel
 from stream_app.core.policy import DecisionOut, decision_message
 from stream_app.core.timers import PartitionClock
 from stream_app.core.treatment import TreatmentSimulator, path_of
+from stream_app.early_warning import Flag, early_warning_for
 from stream_app.errors import InputFileError
 from stream_app.ingest import Decoder
 from stream_app.jsonl import iter_lines
@@ -173,6 +174,7 @@ class DecisionLog:
     breaker_opened: int = 0
     users_treated: set[str] = field(default_factory=set)
     timeline: list[tuple[float, str, str]] = field(default_factory=list)
+    flags: list[Flag] = field(default_factory=list)  # (user, time, outcome): early warning
 
 
 class Replay:
@@ -204,6 +206,7 @@ class Replay:
         self.store: dict[str, UserState] = {}
         self.invalid: Counter[str] = Counter()
         self.counts = _Counts()
+        self.span = (math.nan, math.nan)  # first and last event time, once replayed
 
     def __iter__(self) -> Iterator[Label]:
         engine, learner, store, counts = self.engine, self.learner, self.store, self.counts
@@ -254,6 +257,7 @@ class Replay:
                 )
             if scores_at is not None and not exported:
                 _export_scores(engine, store, scores_at, options.scores_out)
+            self.span = (engine.labels_from - self.settings.eval_warmup, clock.stream_time)
         finally:
             if out is not None:
                 out.close()
@@ -278,6 +282,7 @@ class Replay:
         for d in decisions:
             log.outcomes[d.outcome] += 1
             log.timeline.append((d.ts, d.action, d.outcome))
+            log.flags.append(Flag(d.user_id, d.ts, d.outcome))
             if d.suppressed_by is not None:
                 log.suppressed[d.suppressed_by] += 1
             else:
@@ -347,6 +352,7 @@ def _evaluate(
         "model_version": model.version,
         "model_ready": model.ready,
         **_policy_summary(replay),
+        "early_warning": early_warning_for(path, replay.decisions.flags, *replay.span),
         "memory_per_user_bytes": memory_per_user(replay.store),
         "sorted_input": not ordered,
         "seconds": round(elapsed, 3),
