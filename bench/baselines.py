@@ -201,9 +201,13 @@ def fit_pnbd(x: np.ndarray, tx: np.ndarray, big_t: np.ndarray) -> np.ndarray:
     predates numpy 2 (the project pins numpy 2)."""
     best = None
     for start in ([0.0, 2.0, 0.0, 2.0], [-1.0, 3.0, -1.0, 4.0]):
+        # Bounded (each parameter in [e^-5, e^7]): with little dropout in the data the
+        # likelihood has a flat ridge towards s, beta -> infinity (no dropout, NBD), where
+        # the hypergeometric function gets slow; an unbounded search walked it for minutes
+        # on the generated purchases.
         res = optimize.minimize(
             pnbd_loglik, np.array(start), args=(x, tx, big_t), method="Nelder-Mead",
-            options={"maxiter": 4000, "xatol": 1e-6, "fatol": 1e-8},
+            bounds=[(-5.0, 7.0)] * 4, options={"maxiter": 4000, "xatol": 1e-6, "fatol": 1e-8},
         )  # fmt: skip
         if best is None or res.fun < best.fun:
             best = res
