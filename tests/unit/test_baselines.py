@@ -131,3 +131,34 @@ def test_pnbd_expected_purchases_behave() -> None:
     tx = np.array([0.0, 30.0, 5.0, 38.0])
     expected = pnbd_expected(params, x, tx, np.full(4, 39.0), 39.0)
     assert np.all(expected >= 0) and expected[3] > expected[1] > expected[2]
+
+
+def test_engine_features_anchor_sees_the_engines_own_vectors(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The batch anchor on the engine's features must read exactly what the engine computes
+    for a user at the cutoff (the audience export's vector), or it would compare the
+    learner with a model on other data."""
+    from datetime import UTC, datetime
+
+    from bench.baselines import engine_vectors
+    from stream_app.core.config import EngineConfig
+    from stream_app.core.engine import Engine
+    from stream_app.generate import Generator
+    from stream_app.ingest import Decoder
+    from stream_app.jsonl import iter_lines
+
+    path = tmp_path / "events.jsonl"
+    with path.open("w") as fh:
+        Generator(300, 20, 5, datetime(2026, 1, 5, tzinfo=UTC), duplicates=0.05).run(fh)
+    at = datetime(2026, 1, 15, 12, tzinfo=UTC).timestamp()  # mid-day: events around it
+    (got,) = engine_vectors(path, [at])
+    engine = Engine(EngineConfig())
+    store: dict = {}  # type: ignore[type-arg]
+    clock = engine.new_clock()
+    decoder = Decoder(1 << 20, math.inf, lambda: 0.0)
+    for _, raw in iter_lines(path):
+        d = decoder.decode(raw)
+        if d.event is not None and d.ts < at:
+            engine.process(store, clock, d.event, d.ts)
+    assert set(got) == set(store) and len(got) > 100
+    for uid, state in store.items():
+        assert got[uid] == state.vector(at, engine.space), uid

@@ -113,3 +113,13 @@ def test_truth_file_next_to_the_events_is_read_and_bad_rows_counted(tmp_path: Pa
     truth, bad = parse_truth(text.splitlines())
     assert set(truth) == {"a", "s0"} and bad == 2
     assert truth["a"].last_event == pytest.approx(60 * DAY)
+
+
+def test_the_windows_include_their_last_day() -> None:
+    """A flag exactly 14 days after the last event (the default 14-day silence deadline) is
+    within 14 days; one a second later is not."""
+    truth = {"a": churner("a", 40, 60), "b": churner("b", 40, 60)}
+    flags = [Flag("a", 74 * DAY, "treatment"), Flag("b", 74 * DAY + 1, "treatment")]
+    got = early_warning(flags, truth, START, END)
+    assert got["flagged_within_14d"] == 0.5
+    assert got["flagged_within_7d"] == 0.0
