@@ -81,6 +81,8 @@ def feature_names(half_lives: Sequence[float]) -> list[str]:
         "rating_mean",
         "return_ratio",
         "distinct_categories",
+        "sessions_missed",
+        "session_trend",
     ]
     return names
 
@@ -107,6 +109,9 @@ class FeatureSpace:
         # Decayed count -> events per day at the shortest and longest half-life.
         self.rate_short = LN2 / (self.half_lives[0] / DAY)
         self.rate_long = LN2 / (self.half_lives[-1] / DAY)
+        # The second-longest half-life (the longest when there is one): session_trend.
+        self.mid = max(0, len(self.half_lives) - 2)
+        self.rate_mid = LN2 / (self.half_lives[self.mid] / DAY)
 
     def new_state(self, user_id: str) -> UserState:
         return UserState(user_id, len(self.half_lives), self.dedup_capacity)
@@ -380,6 +385,8 @@ class UserState:
         short_rate = sum(sums[:N_TYPES]) * f_short * space.rate_short
         long_rate = long_events * space.rate_long
         long_sessions = sums[long_base + SESSIONS] * f
+        long_session_rate = long_sessions * space.rate_long
+        mid_session_rate = sums[space.mid * N_SLOTS + SESSIONS] * decay[space.mid] * space.rate_mid
         adds = sums[long_base + _CART_ADD] * f
         purchases = sums[long_base + _PURCHASE] * f
         out += (
@@ -397,6 +404,8 @@ class UserState:
             self.rating_sum / self.rating_n if self.rating_n else 3.0,
             sums[long_base + _RETURN] * f / (purchases + 1.0),
             float(len(self.categories)),
+            since_last * long_session_rate,
+            log((mid_session_rate + 0.05) / (long_session_rate + 0.05)),
         )
         return out
 

@@ -33,6 +33,7 @@ from stream_app.errors import InputFileError
 from stream_app.ingest import Decoder
 from stream_app.jsonl import iter_lines
 from stream_app.offline.advice import no_labels_advice
+from stream_app.offline.early_warning import Flag, early_warning_for
 from stream_app.offline.generate import truth_path
 from stream_app.offline.known_answer import Outcome, known_answer, load_truth
 from stream_app.offline.known_answer import summary as known_summary
@@ -182,6 +183,7 @@ class DecisionLog:
     users_treated: set[str] = field(default_factory=set)
     timeline: list[tuple[float, str, str]] = field(default_factory=list)
     treatments: list[DecisionOut] = field(default_factory=list)  # for the known answer
+    flags: list[Flag] = field(default_factory=list)  # (user, time, outcome): early warning
 
 
 class Replay:
@@ -214,6 +216,7 @@ class Replay:
         self.store: dict[str, UserState] = {}
         self.invalid: Counter[str] = Counter()
         self.counts = _Counts()
+        self.span = (math.nan, math.nan)  # first and last event time, once replayed
 
     def __iter__(self) -> Iterator[Label]:
         engine, learner, store, counts = self.engine, self.learner, self.store, self.counts
@@ -268,6 +271,7 @@ class Replay:
             if scores_at is not None and not exported:
                 _export_scores(engine, store, scores_at, options.scores_out)
             counts.last_ts = None if first else clock.stream_time
+            self.span = (engine.labels_from - self.settings.eval_warmup, clock.stream_time)
         finally:
             if out is not None:
                 out.close()
@@ -288,6 +292,7 @@ class Replay:
         for d in decisions:
             log.outcomes[d.outcome] += 1
             log.timeline.append((d.ts, d.action, d.outcome))
+            log.flags.append(Flag(d.user_id, d.ts, d.outcome))
             if d.suppressed_by is not None:
                 log.suppressed[d.suppressed_by] += 1
             else:
@@ -360,6 +365,7 @@ def _evaluate(
         "model_ready": model.ready,
         **_policy_summary(replay),
         **_known_answer(replay, run),
+        "early_warning": early_warning_for(path, replay.decisions.flags, *replay.span),
         "memory_per_user_bytes": memory_per_user(replay.store),
         "sorted_input": not ordered,
         **_event_span(counts.first_ts, counts.last_ts),

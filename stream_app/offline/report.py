@@ -199,7 +199,8 @@ def write_report(run: EvaluationRun, out_dir: Path) -> list[Path]:
         f"- interventions: {s['interventions']:,} sent, {s['holdout_decisions']:,} held out; "
         f"uplift {s['uplift']['uplift']} [{s['uplift']['low']}, {s['uplift']['high']}] "
         f"({s['uplift']['treated_n']} treated / {s['uplift']['holdout_n']} holdout examples)\n"
-        f"- speed: {s['events_per_second']:,} events/s; memory per user: "
+        + _early_warning_line(s.get("early_warning"))
+        + f"- speed: {s['events_per_second']:,} events/s; memory per user: "
         f"{s['memory_per_user_bytes']} bytes\n\n"
         + "".join(f"![{p.stem}]({p.name})\n" for p in written)
         + "\n```json\n"
@@ -298,3 +299,15 @@ def _regret_figure(plt: Any, curves: dict[str, list[tuple[float, int]]]) -> Any:
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.autofmt_xdate()
     return fig
+
+
+def _early_warning_line(ew: dict[str, Any] | None) -> str:
+    """The early-warning figures of a generated file (none for a file without a truth)."""
+    if not ew:
+        return ""
+    return (
+        f"- early warning: of {ew['churners']:,} churners, {ew['flagged_before_last_event']} "
+        f"flagged before their last event, {ew['flagged_within_7d']} within 7 days after it, "
+        f"{ew['flagged_within_14d']} within 14; precision {ew['precision']} against a base rate "
+        f"of {ew['base_rate']}; {ew['interventions_per_user_month']} interventions per user-month\n"
+    )

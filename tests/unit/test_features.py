@@ -47,7 +47,7 @@ def test_names_are_stable_and_documented() -> None:
     names = feature_names((DAY, 7 * DAY, 30 * DAY))
     assert names[:3] == ["session_starts_1d", "page_views_1d", "product_views_1d"]
     assert "purchases_7d" in names and "revenue_30d" in names and "sessions_1d" in names
-    assert len(names) == len(set(names)) == 3 * 13 + 14
+    assert len(names) == len(set(names)) == 3 * 13 + 16
     assert SPACE.names == names
 
 
@@ -113,7 +113,7 @@ def test_out_of_order_events_give_the_same_features() -> None:
     # time of its first *arriving* event (a late event never opens a session), so session
     # features may differ by the lateness: documented in docs/features.md.
     for name, value in in_order.items():
-        if not name.startswith(("sessions_", "events_per_session")):
+        if not name.startswith(("sessions_", "session_trend", "events_per_session")):
             assert value == pytest.approx(shuffled[name], rel=1e-12, abs=1e-12), name
 
 
@@ -240,3 +240,31 @@ def test_state_written_by_0_2_still_loads() -> None:
     book = LabelBook(DAY, DAY, SPACE.names)
     (label,) = book.resolve_expired(old, T0 + DAY)
     assert label.train and label.label == 1
+
+
+def test_sessions_missed_grows_with_silence_at_the_users_own_pace() -> None:
+    """Two users silent for three days: one who came daily has missed about three
+    sessions, one who came once in the month hardly any (issue #19: decaying engagement)."""
+    daily = build(*(ev("session_start", T0 + d * DAY, f"d{d}") for d in range(30)))
+    once = build(ev("session_start", T0 + 29 * DAY, "o"))
+    at = T0 + 32 * DAY
+    rate = SPACE.rate_long  # decayed count -> sessions per day at the 30-day half-life
+    sessions_30d = sum(2 ** (-(32 - d) / 30) for d in range(30))
+    assert daily.features(at, SPACE)["sessions_missed"] == pytest.approx(3 * sessions_30d * rate)
+    assert once.features(at, SPACE)["sessions_missed"] == pytest.approx(3 * 2 ** (-3 / 30) * rate)
+    assert (
+        daily.features(at, SPACE)["sessions_missed"]
+        > 10 * once.features(at, SPACE)["sessions_missed"]
+    )
+
+
+def test_session_trend_is_negative_when_sessions_thin_out() -> None:
+    steady = build(*(ev("session_start", T0 + d * DAY, f"s{d}") for d in range(60)))
+    fading = build(
+        *(ev("session_start", T0 + d * DAY, f"f{d}") for d in range(60) if d < 40 or d % 7 == 0)
+    )
+    at = T0 + 60 * DAY
+    assert (
+        fading.features(at, SPACE)["session_trend"]
+        < steady.features(at, SPACE)["session_trend"] - 0.3
+    )

@@ -15,6 +15,7 @@ from schemas.outputs import Reason
 from stream_app.cli import COMMANDS, main
 from stream_app.offline import EvaluateOptions, evaluate, validate_file
 from stream_app.offline.advice import no_labels_advice
+from stream_app.offline.early_warning import truth_file
 from stream_app.offline.evaluate import parse_time
 from stream_app.offline.generate import Generator
 from stream_app.settings import load_settings
@@ -181,6 +182,8 @@ def test_any_file_order_gives_the_same_result(traffic: Path, tmp_path: Path) -> 
     random.Random(3).shuffle(lines)
     shuffled = tmp_path / "shuffled.jsonl"
     shuffled.write_text("\n".join(lines) + "\n")
+    # The generator's truth goes with its events (early warning reads it from next to them).
+    truth_file(shuffled).write_text(truth_file(traffic).read_text())
     settings = load_settings(horizon=14 * 86400, eval_warmup=7 * 86400)
     runs = [evaluate(p, settings, EvaluateOptions()) for p in (traffic, shuffled)]
     a, b = (dict(r.summary) for r in runs)
@@ -188,6 +191,7 @@ def test_any_file_order_gives_the_same_result(traffic: Path, tmp_path: Path) -> 
     for key in ("events_per_second", "seconds"):
         a.pop(key), b.pop(key)
     assert a == b
+    assert a["early_warning"]["churners"] > 0
 
 
 def test_malformed_and_duplicate_lines_are_counted_not_fatal(tmp_path: Path) -> None:

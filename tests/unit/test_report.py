@@ -78,6 +78,8 @@ def test_the_report_shows_interventions_and_uplift(tmp_path: Path) -> None:
         assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     summary = (report / "summary.md").read_text()
     assert "![uplift](uplift.png)" in summary and "![interventions](interventions.png)" in summary
+    # A generated file has a truth next to it: the report says how early churners were flagged.
+    assert "- early warning: of " in summary and "churners" in summary
 
 
 def test_the_demo_makes_the_readme_figures_without_kafka(tmp_path: Path) -> None:
