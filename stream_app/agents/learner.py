@@ -52,6 +52,8 @@ def label_from(example: TrainingExample) -> Label:
         example.group if example.group != "none" or not example.treated else "treatment",
         example.model_version,
         train=example.train,
+        segment=example.segment,
+        action=example.action,
     )
 
 
