@@ -375,3 +375,30 @@ def test_an_active_learner_learns_the_whole_batch(
     service.active = True
     assert asyncio.run(service.learn_batch(batch)) == 10
     assert published == [1, 2, 3, 4, 5]
+
+
+def test_the_live_learner_counts_arms_and_every_worker_chooses_with_them() -> None:
+    """Examples on the training topic carry their arm; the snapshot carries the counts; a
+    worker's model sync hands them to its chooser and exports the posterior means."""
+    from stream_app.agents.model_sync import set_bandit_means
+    from stream_app.core.policy import Policy, PolicyConfig
+
+    seg = "buyer=yes|activity=silent|value=v1"
+    rng = random.Random(7)
+    messages = []
+    for i in range(25):  # outreach: 8 treated, 6 stayed; holdout examples teach nothing
+        example = json.loads(example_bytes(i, rng))
+        group = "treatment" if i < 8 else "holdout"
+        example.update(group=group, segment=seg, action="outreach", label=int(i in (3, 5)))
+        messages.append((i, json.dumps(example).encode()))
+    [snap] = feed(handler(Metrics()), messages)
+    assert snap.bandit == {seg: {"outreach": [6, 2]}}
+    metrics, engine = Metrics(), Engine(EngineConfig())
+    engine.policy = Policy(PolicyConfig.model_validate({"chooser": "bandit"}), engine.space)
+    set_bandit_means(engine, metrics)  # at start: the prior's series
+    gauge = metrics.registry.get_sample_value
+    assert gauge("churn_bandit_posterior_mean", {"segment": "prior", "action": "coupon"}) == 0.5
+    assert ModelSync(engine, metrics).handle(0, snap.model_dump_json().encode()) == "accepted"
+    assert engine.policy.posterior.to_dict() == {seg: {"outreach": [6, 2]}}
+    labels = {"segment": seg, "action": "outreach"}
+    assert gauge("churn_bandit_posterior_mean", labels) == (2 + 6) / (4 + 8)
