@@ -402,3 +402,13 @@ def test_the_live_learner_counts_arms_and_every_worker_chooses_with_them() -> No
     assert engine.policy.posterior.to_dict() == {seg: {"outreach": [6, 2]}}
     labels = {"segment": seg, "action": "outreach"}
     assert gauge("churn_bandit_posterior_mean", labels) == (2 + 6) / (4 + 8)
+
+
+def test_a_worker_exports_the_bandit_prior_before_any_snapshot(tmp_path: Path) -> None:
+    """The dashboard's posterior panel has a series from the start (a worker that has not
+    read a snapshot yet chooses with the prior)."""
+    metrics = Metrics()
+    create_app(load_settings(data_dir=str(tmp_path)), metrics)
+    for action in ("outreach", "recommendations"):
+        labels = {"segment": "prior", "action": action}
+        assert metrics.registry.get_sample_value("churn_bandit_posterior_mean", labels) == 0.5
