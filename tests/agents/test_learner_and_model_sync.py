@@ -143,10 +143,12 @@ def test_a_snapshot_of_another_feature_schema_starts_a_fresh_model_with_higher_v
     rng = random.Random(8)
     old = handler(Metrics())
     snaps = feed(old, [(i, example_bytes(i, rng)) for i in range(50)])
-    foreign = snaps[-1].model_copy(update={"feature_schema": "0000000000000000"})
+    counts = {"buyer=yes": {"outreach": [5, 1]}}
+    foreign = snaps[-1].model_copy(update={"feature_schema": "0000000000000000", "bandit": counts})
     h = handler(Metrics())
     assert h.resume(foreign) == 50
     assert h.learner.model.version == foreign.version and h.learner.n == 0
+    assert h.learner.bandit.to_dict() == counts  # outcomes of actions outlive the features
 
 
 # --- model sync ----------------------------------------------------------------------
