@@ -7,6 +7,7 @@ from __future__ import annotations
 from array import array
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 from schemas.outputs import ModelSnapshot, TrainingExample
 from stream_app.core.engine import Engine
@@ -165,3 +166,40 @@ def test_the_posterior_means_are_the_prior_for_unseen_segments() -> None:
     assert policy.bandit_means() == [("prior", a, 0.5) for a in ACTIONS]
     policy.use_posterior(Posterior({SEG: {"outreach": [6, 0]}}))
     assert policy.bandit_means()[-1] == (SEG, "outreach", (4 * 0.5 + 6) / (4 + 6))
+
+
+def test_the_live_learner_counts_what_the_offline_replay_counts(tmp_path: Path) -> None:
+    """Replay equals live on the learning side: the training examples of an offline run,
+    sent as messages through the live learner, give the same counts as the offline learner,
+    and every treated example carries an arm."""
+    from stream_app.agents.learner import LearnerHandler
+    from stream_app.cli import main
+    from stream_app.metrics import Metrics
+    from stream_app.offline import EvaluateOptions, evaluate
+    from stream_app.settings import load_settings
+
+    events = tmp_path / "events.jsonl"
+    args = ["generate", "--users", "500", "--days", "90", "--seed", "3", "--out", str(events)]
+    assert main([*args, "--action-effects", "deploy/action_effects.example.json"]) == 0
+    policy = tmp_path / "policy.toml"
+    policy.write_text('chooser = "bandit"\n')
+    settings = load_settings(policy_file=str(policy))
+    run = evaluate(events, settings, EvaluateOptions(keep_labels=True))
+    treated = [lab for lab in run.resolved if lab.group == "treatment"]
+    assert len(treated) > 40 and all(lab.segment and lab.action for lab in treated)
+    offline = new_learner()
+    for label in run.resolved:
+        offline.learn(label)
+    space = Engine(settings.as_engine_config()).space
+    live = LearnerHandler(
+        space.names,
+        space.schema,
+        settings.as_model_config(),
+        settings.as_learner_config(),
+        Metrics(),
+    )
+    for offset, label in enumerate(run.resolved):
+        live.handle(offset, label_message(label).model_dump_json().encode())
+    assert live.learner.bandit.to_dict() == offline.bandit.to_dict()
+    stayed = sum(cell[0] for acts in offline.bandit.counts.values() for cell in acts.values())
+    assert stayed == sum(1 for lab in treated if lab.label == 0)
