@@ -27,6 +27,11 @@ DeadLetterReason = Literal[
 ]
 
 
+Action = Literal["cart_reminder", "outreach", "coupon", "win_back", "recommendations"]
+# [stayed, churned]: treated users of one (segment, action) and how their example resolved.
+ArmCounts = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=2, max_length=2)]
+
+
 class _Out(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -76,6 +81,16 @@ class TrainingExample(_Out):
         True,
         description="False: judge the prediction, do not learn from it (a third or later "
         "example of one silence).",
+    )
+    segment: str | None = Field(
+        None,
+        description="The flagging decision's bandit segment (docs/policy.md, Chooser); "
+        "absent when not flagged.",
+    )
+    action: Action | None = Field(
+        None,
+        description="The flagging decision's action: sent (treatment) or would have been "
+        "sent (holdout); absent when not flagged. The bandit learns from treatment examples.",
     )
 
 
@@ -150,9 +165,14 @@ class ModelSnapshot(_Out):
     learner: LearnerCheckpoint | None = Field(
         None, description="The learner's state for restarts (workers ignore it)."
     )
+    bandit: dict[str, dict[str, ArmCounts]] | None = Field(
+        None,
+        description="The bandit's posterior: segment -> action -> [stayed, churned] counts "
+        "of treated examples, which every worker's chooser adopts with the snapshot and the "
+        "learner resumes from; absent in older snapshots (a cold posterior then).",
+    )
 
 
-Action = Literal["cart_reminder", "outreach", "coupon", "win_back", "recommendations"]
 Tier = Literal["low", "mid", "high"]
 ScoreTrigger = Literal["event", "silence"]
 

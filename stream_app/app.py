@@ -150,6 +150,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> ChurnApp:
     engine = build_engine(settings)
     metrics.model_version.set(engine.scorer.version)
     metrics.model_ready.set(1 if engine.scorer.ready else 0)
+    model_sync.set_bandit_means(engine, metrics)  # the prior's series before any snapshot
     deps = Deps(settings, metrics, engine, users, topics, app=app, cache=cache)
     score.register(app, deps)
     model_sync.register(app, deps)

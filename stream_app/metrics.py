@@ -165,6 +165,14 @@ class Metrics:
             ["group", "label"],
             registry=r,
         )
+        self.bandit_mean = Gauge(
+            "churn_bandit_posterior_mean",
+            "Posterior mean retention of each action per bandit segment, from the model "
+            'snapshot in use (prior included, without the rules\' bonus); segment="prior": '
+            "a segment with no outcome yet.",
+            ["segment", "action"],
+            registry=r,
+        )
         self.stream_time = Gauge(
             "churn_stream_time_seconds",
             "Highest event time seen, per partition.",

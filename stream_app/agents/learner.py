@@ -28,6 +28,7 @@ from stream_app.core.config import LearnerConfig, ModelConfig
 from stream_app.core.labels import Label
 from stream_app.core.learner import Learner
 from stream_app.core.model import OnlineModel, check_snapshot
+from stream_app.core.policy.chooser import Posterior
 from stream_app.errors import SnapshotError
 from stream_app.kafka.clients import consumer
 from stream_app.kafka.send import Send, sender
@@ -52,6 +53,8 @@ def label_from(example: TrainingExample) -> Label:
         example.group if example.group != "none" or not example.treated else "treatment",
         example.model_version,
         train=example.train,
+        segment=example.segment,
+        action=example.action,
     )
 
 
@@ -110,6 +113,8 @@ class LearnerHandler:
                 log.warning("learner: cannot continue snapshot v%d (%s)", latest.version, exc)
                 log.warning("learner: starting a fresh model as v%d+", latest.version + 1)
                 self.learner.model.version = latest.version
+                # The bandit's counts do not depend on the features: keep what was learned.
+                self.learner.bandit = Posterior.from_dict(latest.bandit or {})
         self._last_publish = self.clock()
         log.info(
             "learner: resuming at offset %d with model v%d (%d labels)",

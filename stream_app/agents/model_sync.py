@@ -89,6 +89,7 @@ class ModelSync:
         self.latest = snap
         scorer = self.engine.use_snapshot(snap)
         m = self.metrics
+        set_bandit_means(self.engine, m)
         m.model_version.set(scorer.version)
         m.model_ready.set(1 if scorer.ready else 0)
         m.model_snapshot_time.set(snap.created_at.timestamp())
@@ -119,6 +120,16 @@ class ModelSync:
             self.engine.scorer.version,
         )
         return f"rejected:{reason}"
+
+
+def set_bandit_means(engine: Engine, metrics: Metrics) -> None:
+    """The posterior mean gauge from the counts the policy chooses with (at start: the
+    prior only). Segments come from the policy file's few facts, so the label set stays
+    small; a segment once seen stays in every later snapshot."""
+    if engine.policy is None:
+        return
+    for segment, action, mean in engine.policy.bandit_means():
+        metrics.bandit_mean.labels(segment, action).set(mean)
 
 
 def _first_line(exc: Exception) -> str:

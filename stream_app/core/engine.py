@@ -19,6 +19,7 @@ from stream_app.core.config import EngineConfig
 from stream_app.core.features import FeatureSpace, UserState, event_hash
 from stream_app.core.labels import Label, LabelBook
 from stream_app.core.model import ColdStartPrior, LinearScorer, Scorer
+from stream_app.core.policy.chooser import Posterior
 from stream_app.core.policy.decide import DecisionOut, Policy
 from stream_app.core.policy.state import PartitionGuard
 from stream_app.core.timers import PartitionClock
@@ -92,8 +93,11 @@ class Engine:
 
     def use_snapshot(self, snapshot: ModelSnapshot) -> Scorer:
         """Hand scoring to a validated snapshot's model when it is ready, else keep the
-        cold-start prior; returns the scorer now in use."""
+        cold-start prior, and the policy's chooser to its bandit counts (a snapshot from
+        before it had any keeps the counts in use); returns the scorer now in use."""
         self.use_scorer(LinearScorer(snapshot) if snapshot.ready else self.prior)
+        if self.policy is not None and snapshot.bandit is not None:
+            self.policy.use_posterior(Posterior.from_dict(snapshot.bandit))
         return self.scorer
 
     def new_clock(self, partitions: int = 1) -> PartitionClock:
@@ -258,13 +262,14 @@ class Engine:
         state.last_p = p
         score = Score(state.user_id, at, p, trigger, scorer.version, vec)
         group = "none"
+        segment = action = None
         if self.policy is not None and guard is not None:
             out = self.policy.decide(state, score, scorer, guard)
             if out is not None:
                 result.decisions.append(out)
-                group = out.group
+                group, segment, action = out.group, out.segment, out.action
         if at >= self.labels_from:
-            self.labels.maybe_snapshot(state, at, p, vec, group, scorer.version)
+            self.labels.maybe_snapshot(state, at, p, vec, group, scorer.version, segment, action)
         result.scores.append(score)
 
     def score_now(self, state: UserState, at: float) -> tuple[float, list[tuple[str, float]]]:

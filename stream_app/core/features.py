@@ -149,6 +149,8 @@ class Pending:
         "label",
         "resolved_at",
         "train",
+        "segment",
+        "action",
     )
 
     def __init__(
@@ -161,6 +163,8 @@ class Pending:
         label: int | None = None,
         resolved_at: float | None = None,
         train: bool = True,
+        segment: str | None = None,
+        action: str | None = None,
     ) -> None:
         """``features`` as a vector, or already packed (bytes of :func:`sparse_pack`)."""
         self.scored_at = scored_at
@@ -173,6 +177,10 @@ class Pending:
         self.label = label
         self.resolved_at = resolved_at
         self.train = train  # False: judged, not learned from (LabelBook.max_per_silence)
+        # The arm of the decision that set ``group`` (its segment and action), which the
+        # bandit learns from; None when no decision marked the snapshot.
+        self.segment = segment
+        self.action = action
 
     @property
     def features(self) -> array[float]:
@@ -180,8 +188,9 @@ class Pending:
 
     def to_list(self) -> list[Any]:
         """The changelog form: a positional JSON list, as written since 0.1 (``train``
-        appended in 0.3; features sparse-packed, "~" + base64, since 0.4)."""
-        return [
+        appended in 0.3; features sparse-packed, "~" + base64, since 0.4; the marking
+        decision's segment and action appended with issue #20, only when there is one)."""
+        row = [
             self.scored_at,
             self.p,
             "~" + base64.b64encode(self.packed).decode(),
@@ -191,11 +200,15 @@ class Pending:
             self.resolved_at,
             self.train,
         ]
+        if self.action is not None:
+            row += [self.segment, self.action]
+        return row
 
     @classmethod
     def from_list(cls, row: list[Any]) -> Pending:
         scored_at, p, features, group, version, label, resolved_at = row[:7]
         train = bool(row[7]) if len(row) > 7 else True  # 0.2 learned from every snapshot
+        segment, action = (row[8], row[9]) if len(row) > 9 else (None, None)  # before issue #20
         if isinstance(group, bool):  # 0.2 stored a "treated" flag here
             group = "treatment" if group else "none"
         text = str(features)
@@ -214,6 +227,8 @@ class Pending:
             None if label is None else int(label),
             None if resolved_at is None else float(resolved_at),
             train,
+            None if segment is None else str(segment),
+            None if action is None else str(action),
         )
 
 

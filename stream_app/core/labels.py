@@ -53,6 +53,10 @@ class Label:
     vector: Sequence[float] | None = None
     # False: evaluate the prediction, but do not learn from it (see LabelBook).
     train: bool = True
+    # The arm of the decision behind ``group``: the bandit's segment and the action chosen
+    # (sent for treatment, would-have-been for holdout); None when not flagged.
+    segment: str | None = None
+    action: str | None = None
 
     @property
     def treated(self) -> bool:
@@ -91,15 +95,18 @@ class LabelBook:
         features: list[float],
         group: str,
         model_version: int,
+        segment: str | None = None,
+        action: str | None = None,
     ) -> bool:
         """Take a training snapshot unless one was taken within ``snapshot_interval``. When
         it is skipped, a flagged score (``group`` not "none") marks the latest open
         snapshot instead (:meth:`mark_group`). Snapshot times never depend on the score,
-        so both drivers take the same examples whatever model each one scores with."""
+        so both drivers take the same examples whatever model each one scores with.
+        ``segment`` and ``action`` are the flagging decision's arm (None when not flagged)."""
         last = state.last_snapshot_ts
         if not math.isnan(last) and at - last < self.snapshot_interval:
             if group != "none":
-                self.mark_group(state, at, group)
+                self.mark_group(state, at, group, segment, action)
             return False
         if not last >= state.last_ts:  # (NaN: never) no snapshot since the last activity
             state.spell_snapshots = 0
@@ -108,19 +115,37 @@ class LabelBook:
         if len(state.pending) >= self.max_pending:  # only reachable with clock jumps
             state.pending.pop(0)
         state.pending.append(
-            Pending(at, p, array("d", features), group, model_version, train=train)
+            Pending(
+                at,
+                p,
+                array("d", features),
+                group,
+                model_version,
+                train=train,
+                segment=segment if group != "none" else None,
+                action=action if group != "none" else None,
+            )
         )
         state.last_snapshot_ts = at
         return True
 
-    def mark_group(self, state: UserState, at: float, group: str) -> None:
+    def mark_group(
+        self,
+        state: UserState,
+        at: float,
+        group: str,
+        segment: str | None = None,
+        action: str | None = None,
+    ) -> None:
         """A decision at ``at``: the latest unmarked open snapshot whose horizon covers it
         carries the group (the intervention falls inside that example's outcome window),
-        which is what the uplift measure compares."""
+        which is what the uplift measure compares, and the decision's arm, which is what
+        the bandit learns from."""
         for snap in reversed(state.pending):
             if snap.scored_at <= at < snap.scored_at + self.horizon:
                 if snap.group == "none":
                     snap.group = group
+                    snap.segment, snap.action = segment, action
                 return
 
     def next_deadline(self, state: UserState) -> float:
@@ -170,6 +195,8 @@ class LabelBook:
             snap.model_version,
             vector,
             snap.train,
+            snap.segment,
+            snap.action,
         )
 
 
@@ -187,4 +214,6 @@ def label_message(label: Label) -> TrainingExample:
         group=label.group,
         model_version=label.model_version,
         train=label.train,
+        segment=label.segment,
+        action=label.action,
     )

@@ -21,6 +21,7 @@ from stream_app.core.drift import Adwin
 from stream_app.core.features import event_hash, ring_contains
 from stream_app.core.labels import Label
 from stream_app.core.model import ColdStartPrior, OnlineModel
+from stream_app.core.policy.chooser import Posterior
 from stream_app.core.policy.uplift import Uplift, from_counts
 
 _EPS = 1e-15
@@ -71,6 +72,8 @@ class Learner:
         self._since_snapshot = 0
         # Flagged examples for the uplift: holdout n, churned; treatment n, churned.
         self.flagged = [0, 0, 0, 0]
+        # The bandit's evidence: per (segment, action) of treated examples, stayed / churned.
+        self.bandit = Posterior()
         # Where the examples learned so far came from (training partition -> offset of the
         # last one); a live driver sets it, snapshots record it.
         self.trained_through: dict[str, int] = {}
@@ -107,12 +110,16 @@ class Learner:
         return self.n > self.model.min_labels_ready // 2  # no use judging an empty model
 
     def count_group(self, label: Label) -> None:
-        """Count a flagged example (holdout or treatment) for the uplift, learned or not."""
+        """Count a flagged example (holdout or treatment) for the uplift, and a treated one
+        with its arm for the bandit (reward: did not churn), learned or not."""
         group = label.group
         if group == "holdout" or group == "treatment":
             i = 0 if group == "holdout" else 2
             self.flagged[i] += 1
             self.flagged[i + 1] += label.label
+            # Only treatment outcomes say what an action did; a holdout user got nothing.
+            if group == "treatment" and label.action is not None and label.segment is not None:
+                self.bandit.add(label.segment, label.action, label.label == 0)
 
     def trains_on(self, label: Label) -> bool:
         return self.train_on_treated or label.group != "treatment"
@@ -171,6 +178,9 @@ class Learner:
             trained_through=trained_through or self.trained_through,
             metrics=self._metrics() if judging else {},
             learner=self.checkpoint(),
+            # One copy of the counts, on the snapshot rather than in the checkpoint: workers
+            # read it (Engine.use_snapshot) and a restarted learner resumes from it.
+            bandit=self.bandit.to_dict(),
         )
 
     # --- metrics ----------------------------------------------------------------------
@@ -223,6 +233,7 @@ class Learner:
         self.model.load(snap)
         cp = snap.learner
         self._reset_windows()
+        self.bandit = Posterior.from_dict(snap.bandit or {})
         if cp is None:
             self.n, self.positives, self.loss_sum, self.drifts = snap.n_labels, 0, 0.0, 0
             self._since_snapshot = 0

@@ -234,6 +234,7 @@ class OnlineModel:
         trained_through: dict[str, int] | None = None,
         metrics: dict[str, float] | None = None,
         learner: LearnerCheckpoint | None = None,
+        bandit: dict[str, dict[str, list[int]]] | None = None,
     ) -> ModelSnapshot:
         scaler: Any = self.pipeline.steps["StandardScaler"]
         lr: Any = self.pipeline.steps["LogisticRegression"]
@@ -256,6 +257,7 @@ class OnlineModel:
             trained_through=dict(trained_through or {}),
             metrics={k: v for k, v in (metrics or {}).items() if math.isfinite(v)},
             learner=learner,
+            bandit=bandit,
         )
 
     def load(self, snap: ModelSnapshot) -> None:

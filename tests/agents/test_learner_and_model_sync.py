@@ -143,10 +143,12 @@ def test_a_snapshot_of_another_feature_schema_starts_a_fresh_model_with_higher_v
     rng = random.Random(8)
     old = handler(Metrics())
     snaps = feed(old, [(i, example_bytes(i, rng)) for i in range(50)])
-    foreign = snaps[-1].model_copy(update={"feature_schema": "0000000000000000"})
+    counts = {"buyer=yes": {"outreach": [5, 1]}}
+    foreign = snaps[-1].model_copy(update={"feature_schema": "0000000000000000", "bandit": counts})
     h = handler(Metrics())
     assert h.resume(foreign) == 50
     assert h.learner.model.version == foreign.version and h.learner.n == 0
+    assert h.learner.bandit.to_dict() == counts  # outcomes of actions outlive the features
 
 
 # --- model sync ----------------------------------------------------------------------
@@ -375,3 +377,40 @@ def test_an_active_learner_learns_the_whole_batch(
     service.active = True
     assert asyncio.run(service.learn_batch(batch)) == 10
     assert published == [1, 2, 3, 4, 5]
+
+
+def test_the_live_learner_counts_arms_and_every_worker_chooses_with_them() -> None:
+    """Examples on the training topic carry their arm; the snapshot carries the counts; a
+    worker's model sync hands them to its chooser and exports the posterior means."""
+    from stream_app.agents.model_sync import set_bandit_means
+    from stream_app.core.policy import Policy, PolicyConfig
+
+    seg = "buyer=yes|activity=silent|value=v1"
+    rng = random.Random(7)
+    messages = []
+    for i in range(25):  # outreach: 8 treated, 6 stayed; holdout examples teach nothing
+        example = json.loads(example_bytes(i, rng))
+        group = "treatment" if i < 8 else "holdout"
+        example.update(group=group, segment=seg, action="outreach", label=int(i in (3, 5)))
+        messages.append((i, json.dumps(example).encode()))
+    [snap] = feed(handler(Metrics()), messages)
+    assert snap.bandit == {seg: {"outreach": [6, 2]}}
+    metrics, engine = Metrics(), Engine(EngineConfig())
+    engine.policy = Policy(PolicyConfig.model_validate({"chooser": "bandit"}), engine.space)
+    set_bandit_means(engine, metrics)  # at start: the prior's series
+    gauge = metrics.registry.get_sample_value
+    assert gauge("churn_bandit_posterior_mean", {"segment": "prior", "action": "coupon"}) == 0.5
+    assert ModelSync(engine, metrics).handle(0, snap.model_dump_json().encode()) == "accepted"
+    assert engine.policy.posterior.to_dict() == {seg: {"outreach": [6, 2]}}
+    labels = {"segment": seg, "action": "outreach"}
+    assert gauge("churn_bandit_posterior_mean", labels) == (2 + 6) / (4 + 8)
+
+
+def test_a_worker_exports_the_bandit_prior_before_any_snapshot(tmp_path: Path) -> None:
+    """The dashboard's posterior panel has a series from the start (a worker that has not
+    read a snapshot yet chooses with the prior)."""
+    metrics = Metrics()
+    create_app(load_settings(data_dir=str(tmp_path)), metrics)
+    for action in ("outreach", "recommendations"):
+        labels = {"segment": "prior", "action": action}
+        assert metrics.registry.get_sample_value("churn_bandit_posterior_mean", labels) == 0.5

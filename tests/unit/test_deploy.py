@@ -165,6 +165,7 @@ def test_dashboard_covers_what_an_operator_watches() -> None:
         "churn_uplift",
         "churn_circuit_open",
         "churn_budget_exhausted_total",
+        "churn_bandit_posterior_mean",  # what the bandit learned (issue #20)
     ):
         assert any(name in promql.metric_names(e) for _, e in promql.dashboard_exprs()), name
         assert name in used

@@ -10,7 +10,7 @@ from typing import Literal, Protocol, cast
 from stream_app.core.features import FeatureSpace, UserState
 from stream_app.core.model import Scorer
 from stream_app.core.policy.actions import Action, ViewBuilder, categories_for, choose_action
-from stream_app.core.policy.chooser import Chooser, RulesChooser, ThompsonChooser
+from stream_app.core.policy.chooser import Chooser, Posterior, RulesChooser, ThompsonChooser
 from stream_app.core.policy.config import ACTIONS, PolicyConfig
 from stream_app.core.policy.ids import decision_id, in_holdout, intervention_id
 from stream_app.core.policy.segments import segment_of
@@ -84,7 +84,29 @@ class Policy:
         self.config = config
         self.version = config.version
         self._view = ViewBuilder(space)
-        self.chooser: Chooser = build_chooser(config)
+        # The bandit's counts in use: the latest model snapshot's (use_posterior), shared
+        # by every worker; the bandit chooser reads them, the rules keep them for the gauge.
+        self.posterior = Posterior()
+        self.chooser: Chooser = build_chooser(config, self.posterior)
+
+    def use_posterior(self, posterior: Posterior) -> None:
+        """Choose with these counts from now on (a model snapshot's: the learner learned
+        them from the stream's treated examples), never with counts of this process's own."""
+        self.posterior = posterior
+        if isinstance(self.chooser, ThompsonChooser):
+            self.chooser.posterior = posterior
+
+    def bandit_means(self) -> list[tuple[str, str, float]]:
+        """(segment, action, posterior mean retention) for every counted cell, prior
+        included without the rules' bonus (which depends on the user), and ``("prior",
+        action, prior mean)``: the mean of any segment that has no outcome yet."""
+        b = self.config.bandit
+        k, m = b.prior_strength, b.prior_mean
+        out = [("prior", action, m) for action in ACTIONS]
+        for segment, cells in sorted(self.posterior.counts.items()):
+            for action, (stayed, churned) in sorted(cells.items()):
+                out.append((segment, action, (k * m + stayed) / (k + stayed + churned)))
+        return out
 
     def new_guard(self, partitions: int = 1) -> PartitionGuard:
         """A partition's guard; the budget is split evenly (users hash evenly over them)."""
@@ -196,8 +218,8 @@ class Policy:
         return None
 
 
-def build_chooser(config: PolicyConfig) -> Chooser:
-    """The policy file's chooser, with a fresh (cold) posterior for the bandit."""
+def build_chooser(config: PolicyConfig, posterior: Posterior | None = None) -> Chooser:
+    """The policy file's chooser; the bandit's with ``posterior`` (None: a cold one)."""
     if config.chooser == "rules":
         return RulesChooser()
     b = config.bandit
@@ -208,4 +230,5 @@ def build_chooser(config: PolicyConfig) -> Chooser:
         rules_bonus=b.rules_bonus,
         floor=b.floor,
         costs=b.costs.model_dump(),
+        posterior=posterior,
     )
