@@ -16,7 +16,8 @@ d. event-to-decision latency min/p50/p99/max of a fresh worker fed by a paced, b
 e. the worker's resident memory per tracked user and changelog bytes written per event;
 f. Faust's floor: an agent that only counts messages;
 g. sustained load: the highest paced rate a fresh worker holds for 60 s with its lag
-   bounded (one second of traffic at the end, not growing).
+   bounded (one second of traffic at the end, not growing), stepping up by 25% from half
+   of (a)'s rate, on a longer file of the same recipe (--sustain-days).
 
 Every reader is pinned with taskset (worker on core 1; broker and driver on core 0); a
 missing taskset is an error unless --no-pin, and the results then say "unpinned".
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import importlib.util
+import itertools
 import json
 import os
 import platform
@@ -101,6 +103,21 @@ def log(msg: str) -> None:
 
 # --- data -----------------------------------------------------------------------------
 def make_events(out: Path, n: int, users: int, days: int, seed: int) -> list[bytes]:
+    path = make_file(out, users, days, seed)
+    lines: list[bytes] = []
+    with path.open("rb") as f:
+        for line in f:
+            if len(lines) == n:
+                break
+            if line.strip():
+                lines.append(line.rstrip(b"\n"))
+    if len(lines) < n:
+        raise SystemExit(f"{path} has only {len(lines)} events; raise --users or --days")
+    return lines
+
+
+def make_file(out: Path, users: int, days: int, seed: int) -> Path:
+    """A generated events file (no malformed lines, no duplicates), made once per recipe."""
     path = out / f"events-{users}u-{days}d-s{seed}.jsonl"
     if not path.exists():
         subprocess.run(
@@ -125,16 +142,7 @@ def make_events(out: Path, n: int, users: int, days: int, seed: int) -> list[byt
             check=True,
             stdout=subprocess.DEVNULL,
         )
-    lines: list[bytes] = []
-    with path.open("rb") as f:
-        for line in f:
-            if len(lines) == n:
-                break
-            if line.strip():
-                lines.append(line.rstrip(b"\n"))
-    if len(lines) < n:
-        raise SystemExit(f"{path} has only {len(lines)} events; raise --users or --days")
-    return lines
+    return path
 
 
 def preload(bootstrap: str, topic: str, lines: list[bytes], partitions: int) -> None:
@@ -516,67 +524,67 @@ def sample_lag(
 
 
 def run_sustained(
-    bootstrap: str, lines: list[bytes], start_rate: float, seconds: float, workdir: Path
+    bootstrap: str, path: Path, start_rate: float, seconds: float, workdir: Path, max_steps: int
 ) -> dict[str, Any]:
-    """The highest paced rate one worker holds for ``seconds``: lag (events produced but
-    not yet handled) sampled every second stays under one second of traffic at the end
+    """The highest paced rate one fresh worker holds for ``seconds``: lag (events produced
+    but not yet handled) sampled every second stays under one second of traffic at the end
     and does not grow over the second half. Steps up by 25% from ``start_rate`` until a
-    rate is not held (or the producer cannot reach it)."""
+    rate is not held, the producer cannot reach it, or ``max_steps``. The events are the
+    next lines of ``path`` (a file long enough for every step), in order."""
     topic = f"bench-sus-{uuid.uuid4().hex[:6]}"
-    warm = int(len(lines) * 0.2)
-    preload(bootstrap, topic, lines[:warm], 4)
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(topic, 4, 1)])
+    admin.close()
     tag = f"bench-s-{uuid.uuid4().hex[:6]}"
     w = Worker(bootstrap, topic, tag, workdir)
     steps: list[dict[str, Any]] = []
     held_rate = 0.0
-    pos = warm
+    produced = 0
     try:
         w.wait_ready()
-        while w.handled() < warm:
-            if w.proc.poll() is not None:
-                raise SystemExit(f"worker exited; see {w.log.name}")
-            time.sleep(0.5)
         rate = start_rate
         paced = PacedProducer(bootstrap, topic)
-        produced = warm
-        while pos < len(lines):
-            n = min(int(rate * seconds), len(lines) - pos)
-            if n < rate * seconds * 0.9:
-                log(f"sustained: not enough events left for {rate:.0f}/s")
-                break
-            lags: list[float] = []
-            done = threading.Event()
-            paced.count = 0
-            t = threading.Thread(
-                target=sample_lag, args=(w, paced, produced, lags, done), daemon=True
-            )
-            t.start()
-            achieved = paced.run(lines[pos : pos + n], rate, first_index=pos)
-            done.set()
-            t.join()
-            pos += n
-            produced += n
-            half = lags[len(lags) // 2 :]
-            end_lag = lags[-1] if lags else float("inf")
-            growing = bool(half) and half[-1] > half[0] + rate * 0.5
-            held = achieved >= rate * 0.97 and end_lag <= rate and not growing
-            steps.append(
-                {
-                    "rate_target": round(rate),
-                    "rate_achieved": round(achieved),
-                    "lag_median": round(statistics.median(lags)) if lags else None,
-                    "lag_max": round(max(lags)) if lags else None,
-                    "lag_end": round(end_lag),
-                    "held": held,
-                }
-            )
-            log(f"sustained: {steps[-1]}")
-            if not held:
-                break
-            held_rate = achieved
-            rate *= 1.25
-            while w.handled() < produced:  # drain before the next step
-                time.sleep(0.5)
+        with path.open("rb") as f:
+            source = (line.rstrip(b"\n") for line in f if line.strip())
+            for _ in range(max_steps):
+                chunk = list(itertools.islice(source, int(rate * seconds)))
+                if len(chunk) < rate * seconds * 0.9:
+                    log(f"sustained: {path} has too few events left for {rate:.0f}/s")
+                    break
+                lags: list[float] = []
+                done = threading.Event()
+                paced.count = 0
+                t = threading.Thread(
+                    target=sample_lag, args=(w, paced, produced, lags, done), daemon=True
+                )
+                t.start()
+                achieved = paced.run(chunk, rate, first_index=produced)
+                done.set()
+                t.join()
+                produced += len(chunk)
+                half = lags[len(lags) // 2 :]
+                end_lag = lags[-1] if lags else float("inf")
+                growing = bool(half) and half[-1] > half[0] + rate * 0.5
+                held = achieved >= rate * 0.97 and end_lag <= rate and not growing
+                steps.append(
+                    {
+                        "rate_target": round(rate),
+                        "rate_achieved": round(achieved),
+                        "lag_median": round(statistics.median(lags)) if lags else None,
+                        "lag_max": round(max(lags)) if lags else None,
+                        "lag_end": round(end_lag),
+                        "held": held,
+                    }
+                )
+                log(f"sustained: {steps[-1]}")
+                if not held:
+                    break
+                held_rate = achieved
+                rate *= 1.25
+                while w.handled() < produced:  # drain before the next step
+                    time.sleep(0.5)
         paced.close()
     finally:
         w.stop()
@@ -624,6 +632,10 @@ def main() -> int:
     parser.add_argument(
         "--sustain-seconds", type=float, default=60.0, help="(g): each paced rate's length"
     )
+    parser.add_argument(
+        "--sustain-days", type=int, default=1500, help="(g): days of traffic to draw from"
+    )
+    parser.add_argument("--sustain-steps", type=int, default=5, help="(g): rates tried at most")
     parser.add_argument("--only", default="a,b,c,d,f,g", help="comma list of parts to run")
     parser.add_argument(
         "--no-pin", action="store_true", help="run unpinned (taskset missing): not comparable"
@@ -696,7 +708,10 @@ def main() -> int:
         if "g" in parts:
             start = (worker_eps or 10_000) * 0.5
             log(f"sustained load from {start:.0f} events/s, {args.sustain_seconds:.0f}s a step")
-            sustained = run_sustained(bootstrap, lines, start, args.sustain_seconds, args.workdir)
+            big = make_file(args.workdir, args.users, args.sustain_days, args.seed + 1)
+            sustained = run_sustained(
+                bootstrap, big, start, args.sustain_seconds, args.workdir, args.sustain_steps
+            )
 
         def ratio(a: float | None, b: float | None) -> float | None:
             return round(a / b, 3) if a and b else None
