@@ -335,7 +335,7 @@ def run_worker(
         if spy is not None:
             spy.send_signal(2)
             spy.wait(60)
-        time.sleep(2 * 0.5 + 1)  # let the last write-back flush land
+        time.sleep(2 * load_settings().state_flush_interval + 1)  # the last flush lands
         rss1 = w.rss_bytes()
         m = w.metrics()
     finally:

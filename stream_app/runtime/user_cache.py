@@ -54,7 +54,7 @@ class UserCache(MutableMapping[str, UserState]):
         capacity: int = 100_000,
     ) -> None:
         self.table = table
-        self.encode = encode
+        self.encode_state = encode
         self.decode = decode
         self.partition_of = partition_of
         self.capacity = capacity
@@ -181,17 +181,25 @@ class UserCache(MutableMapping[str, UserState]):
 
     # --- write-back ---------------------------------------------------------------------
     def take_dirty(self) -> list[tuple[str, int, bytes | None]]:
-        """Encode every dirty user once and clear the dirty set: (user_id, partition,
-        changelog value) for the caller to send. Synchronous, so no event is applied
-        between reading a state and encoding it. Nothing is written locally until
-        :meth:`persist`: RocksDB's copy must never run ahead of the changelog."""
+        """:meth:`swap_dirty` and :meth:`encode` of all of them at once."""
+        return self.encode(list(self.swap_dirty().items()))
+
+    def swap_dirty(self) -> dict[str, int]:
+        """The dirty users (user_id -> partition), and a fresh dirty set for the next
+        flush. A user changed again after this is dirty again."""
         self.bind()
-        if not self.dirty:
-            return []
         dirty, self.dirty = self.dirty, {}
-        live, encode = self._live, self.encode
+        return dirty
+
+    def encode(self, users: list[tuple[str, int]]) -> list[tuple[str, int, bytes | None]]:
+        """(user_id, partition, changelog value) of each user as it is now, a tombstone for
+        one that is gone. The committer encodes a flush in chunks and lets the score loop
+        run between them: a state encoded later than the swap holds more than the flushed
+        batches caused, never less. Nothing is written locally until :meth:`persist`:
+        RocksDB's copy must never run ahead of the changelog."""
+        live, encode = self._live, self.encode_state
         out: list[tuple[str, int, bytes | None]] = []
-        for uid, partition in dirty.items():
+        for uid, partition in users:
             state = live.get(uid)
             out.append((uid, partition, None if state is None else encode(state)))
         if not self._rocks:

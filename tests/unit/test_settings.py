@@ -212,7 +212,7 @@ def test_config_prints_durations_the_way_they_are_written(
     assert main(["config"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["horizon"] == "14d" and shown["eval_warmup"] == "30d"
-    assert shown["rescore_after"] == "12h,3d" and shown["state_flush_interval"] == "0.5s"
+    assert shown["rescore_after"] == "12h,3d" and shown["state_flush_interval"] == "1s"
     # What config prints reads back as the same settings.
     for name in duration_fields():
         monkeypatch.setenv(f"STREAM_APP_{name.upper()}", shown[name])
