@@ -443,6 +443,27 @@ class PacedProducer:
         self.producer.close()
 
 
+def core_times() -> dict[str, tuple[int, int]]:
+    """(busy, total) jiffies per CPU from /proc/stat."""
+    out: dict[str, tuple[int, int]] = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *fields = line.split()
+        if name.startswith("cpu") and name != "cpu":
+            vals = [int(v) for v in fields]
+            idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+            out[name] = (sum(vals) - idle, sum(vals))
+    return out
+
+
+def core_busy(before: dict[str, tuple[int, int]]) -> dict[str, float]:
+    """Share of each CPU busy since ``before``."""
+    after = core_times()
+    return {
+        cpu: round((after[cpu][0] - b[0]) / max(1, after[cpu][1] - b[1]), 3)
+        for cpu, b in before.items()
+    }
+
+
 def run_latency(
     bootstrap: str, lines: list[bytes], rate: float, seconds: float, workdir: Path
 ) -> dict[str, Any]:
@@ -465,7 +486,9 @@ def run_latency(
             time.sleep(0.5)
         time.sleep(1.0)  # the catch-up's last decisions are written before the paced phase
         paced_from_ms = time.time() * 1000
+        cores = core_times()
         achieved = paced.run(lines[warm : warm + total], rate)
+        busy = core_busy(cores)  # core 0: broker + this producer; core 1: the worker
         while w.handled() < warm + total:
             if w.proc.poll() is not None:
                 raise SystemExit(f"worker exited; see {w.log.name}")
@@ -509,6 +532,7 @@ def run_latency(
         "max_ms": round(lat[-1], 1),
         # The worker's own view: produce time to applied, per batch (cumulative buckets).
         "produce_to_apply_buckets": delay,
+        "cores_busy_while_paced": busy,
         "p50_ms_by_trigger": {k: statistics.median(v) for k, v in sorted(by_trigger.items())},
         "samples_by_trigger": {k: len(v) for k, v in sorted(by_trigger.items())},
     }
@@ -630,6 +654,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=1, help="repeat (a), (b), (c), (f): medians")
     parser.add_argument("--latency-seconds", type=float, default=30.0)
     parser.add_argument(
+        "--latency-rate", type=float, help="(d) at this rate, not half of (a)'s median"
+    )
+    parser.add_argument(
         "--sustain-seconds", type=float, default=60.0, help="(g): each paced rate's length"
     )
     parser.add_argument(
@@ -701,7 +728,7 @@ def main() -> int:
         worker_eps = med("worker")
         latency = None
         if "d" in parts:
-            rate = (worker_eps or 10_000) / 2
+            rate = args.latency_rate or (worker_eps or 10_000) / 2
             log(f"latency at {rate:.0f} events/s for {args.latency_seconds:.0f}s")
             latency = run_latency(bootstrap, lines, rate, args.latency_seconds, args.workdir)
         sustained = None

@@ -93,6 +93,9 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> ChurnApp:
         topic_replication_factor=settings.topic_replication,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # A flush writes thousands of states (~3 KB each) at once: 16 KB batches made it
+        # hundreds of produce requests, sent one at a time per broker.
+        producer_max_batch_size=512 * 1024,
         table_cleanup_interval=3600.0,
         # Standby replicas made the scale-out hang below worse here (0 of 3 runs passed
         # with 1 standby, 2 of 5 without; tests/integration/test_scale_out.py). With the

@@ -100,6 +100,12 @@ def release(consumer: Any, batch: Batch, commit: bool) -> None:
 class BatchConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer whose fetch loop hands the sink's topics over in batches."""
 
+    _commits: set[asyncio.Future[Any]]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._commits = set()
+
     async def _drain_messages(self, fetcher: Any) -> None:  # noqa: C901 (mirrors Faust's loop)
         sink: BatchSink | None = getattr(self.app, "batch_sink", None)
         if sink is None:
@@ -142,7 +148,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
                         commit_every = self._commit_every
                         if commit_every is not None and self._n_acked >= commit_every:
                             self._n_acked = 0
-                            await self.commit()
+                            # In the background: Faust's commit flushes the producer and
+                            # waits for the broker, and awaited here it stopped fetching
+                            # for that long (decisions ~1 s late at 15,000 events/s).
+                            self._commit_soon()
                         await sink.put(self, tp, recs, generation)
                     else:
                         await self._one_by_one(recs, tp)
@@ -163,6 +172,11 @@ class BatchConsumer(faust_aiokafka.Consumer):
             raise
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
+
+    def _commit_soon(self) -> None:
+        task = asyncio.ensure_future(self.commit())
+        self._commits.add(task)  # a reference until done (the loop holds tasks weakly)
+        task.add_done_callback(self._commits.discard)
 
     async def _gaps(self, tp: TP, r_offset: int | None, recs: Sequence[Any]) -> None:
         """Offsets with no record (compaction, transaction markers) count as acked, as in
