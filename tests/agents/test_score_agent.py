@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -437,3 +438,29 @@ def test_a_quiet_partition_advances_its_stream_time_and_fires_silence_deadlines(
     assert handler.clocks[4].stream_time == t0 + 2 * 86400
     assert handler.advance_idle(store, 4, t0) == []  # never backwards
     assert handler.clocks[4].stream_time == t0 + 2 * 86400
+
+
+def test_dead_letters_are_logged_once_per_reason_then_summed_up(
+    app: faust.App, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One WARNING per new reason (with topic, partition, offset), then one summary line
+    per interval for the rest; the counter and the dead-letter topic keep every letter."""
+    handler = wiring(app).score
+    assert handler is not None
+    now = [1_770_000_000.0]
+    handler.wall_clock = lambda: now[0]
+    store: dict[str, Any] = {}
+    letters = []
+    with caplog.at_level(logging.WARNING, logger="stream_app.agents.score"):
+        for offset in range(40):
+            letters += handler.handle(store, 0, offset, b"k", b"{bad").sends
+        letters += handler.handle(store, 0, 40, b"k", b"[1]").sends
+        now[0] += 11
+        handler.letters.flush(now[0])
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3, lines
+    assert lines[0].startswith("dead letter invalid_json") and "offset=0" in lines[0]
+    assert lines[1].startswith("dead letter not_an_object")
+    assert lines[2].startswith("dead letters in the last 11 s: invalid_json 39")
+    assert wiring(app).metrics.invalid.labels("invalid_json")._value.get() == 40
+    assert [out.topic for out in letters] == ["dlq"] * 41

@@ -102,6 +102,11 @@ def test_bad_messages_land_in_the_dlq_with_reasons(worker: Worker, kafka_bootstr
     # the worker survived and still applies good events
     wait_for(lambda: total_events(worker) - events_before >= 1, 30, "good event after bad ones")
     assert worker.alive()
+    # A log an on-call engineer can read: no timer overlap warnings (the flush runs in a
+    # plain loop, not a Faust timer), and one dead-letter line per reason, not per letter.
+    log = worker.log.read_text()
+    assert "is overlapping" not in log
+    assert log.count("dead letter invalid_json") <= 1
 
 
 def test_duplicates_are_applied_once(worker: Worker, kafka_bootstrap: str) -> None:
