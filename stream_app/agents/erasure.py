@@ -37,6 +37,7 @@ from stream_app.ingest import Rejection, Source
 from stream_app.kafka.send import Send, Sender, partition_for
 from stream_app.runtime.batches import Batch
 from stream_app.runtime.committer import Committer
+from stream_app.runtime.user_cache import UserCache
 
 if TYPE_CHECKING:
     from stream_app.agents.score import Outcome, ScoreHandler
@@ -102,6 +103,8 @@ class ErasureHandler:
         if key != uid_bytes or partition != expected:
             score.metrics.rerouted.inc()
             return Outcome("rerouted", [Send("erasure", uid_bytes, raw, expected)])
+        if isinstance(store, UserCache):
+            store.partition = partition  # the marker is written to this user's partition
         old = store.get(request.user_id)
         found = old is not None and MARK not in old.extra
         now = score.wall_clock()
