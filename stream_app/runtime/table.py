@@ -9,6 +9,7 @@ import faust
 import msgspec
 from faust.serializers import codecs
 
+from stream_app.core import compact
 from stream_app.core.features import UserState
 from stream_app.settings import Settings
 
@@ -32,10 +33,17 @@ codecs.register("userstate", UserStateCodec())
 class UserTable(faust.Table):  # type: ignore[type-arg]
     """The users table. Faust builds a table's changelog topic with a codec derived from
     value_type (a Record, else json) before we can set ours, so changelog messages come
-    back from recovery as plain JSON dicts: turn them back into UserState here."""
+    back from recovery as plain JSON dicts: turn them back into UserState here, and on
+    memory:// straight into the compact bytes a user at rest is kept as
+    (runtime/user_cache.py), so a recovered worker holds no user as objects."""
 
     def _to_value(self, v: Any) -> Any:
-        return UserState.from_dict(v) if isinstance(v, dict) else v
+        if not isinstance(v, dict):
+            return v
+        state = UserState.from_dict(v)
+        if hasattr(self.data, "_db_for_partition"):  # rocksdb:// (which stores raw bytes)
+            return state
+        return compact.pack(state)
 
 
 def rocksdb_options(settings: Settings) -> dict[str, Any]:

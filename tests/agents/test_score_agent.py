@@ -464,3 +464,37 @@ def test_dead_letters_are_logged_once_per_reason_then_summed_up(
     assert lines[2].startswith("dead letters in the last 11 s: invalid_json 39")
     assert wiring(app).metrics.invalid.labels("invalid_json")._value.get() == 40
     assert [out.topic for out in letters] == ["dlq"] * 41
+
+
+def test_memory_store_packs_users_at_rest_and_unpacks_them_when_touched(
+    tmp_path: Path, sent: list[Any]
+) -> None:
+    """memory:// beyond STREAM_APP_STATE_CACHE_USERS: after a flush, users not changed since
+    are kept as compact bytes; the next event or lookup turns one back into an object
+    with nothing lost."""
+    settings = load_settings(
+        topic_partitions=PARTITIONS, data_dir=str(tmp_path), state_cache_users=1
+    )
+    app = create_app(settings)
+    app.finalize()
+    app.conf.store = "memory://"
+    app.flow_control.resume()
+    u, v = user_on(0), user_on(2)
+    run(app, [(u.encode(), event(u, "2026-01-05T12:00:00Z"), 0)])
+    run(app, [(v.encode(), event(v, "2026-01-05T12:00:30Z", "purchase", revenue=2.0), 2)])
+    cache = wiring(app).cache
+    assert cache is not None
+    data = cache.table.data.data
+    # u was flushed and untouched since: packed; v was flushed by this last flush while
+    # still counted hot, and both are clean now, so both are bytes.
+    assert isinstance(data[u], bytes) and isinstance(data[v], bytes)
+    assert cache.lookup(v).purchases_total == 1  # a read leaves it packed
+    assert isinstance(data[v], bytes)
+    # (offsets count from 0 in each run: the first record is a redelivery of offset 0)
+    again = event(u, "2026-01-05T12:00:00Z")
+    run(app, [(u.encode(), again, 0), (u.encode(), event(u, "2026-01-05T12:10:00Z"), 0)])
+    assert isinstance(data[v], bytes)
+    state = cache.lookup(u)
+    assert state.events_total == 2 and state.offset == 1
+    assert wiring(app).metrics.duplicates._value.get() == 1
+    assert cache.users_in(2)[v].purchases_total == 1
