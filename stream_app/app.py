@@ -20,7 +20,7 @@ from stream_app.runtime.committer import WriteFailed
 from stream_app.runtime.table import UserStateCodec, UserTable, rocksdb_options
 from stream_app.runtime.user_cache import UserCache
 from stream_app.settings import Settings
-from stream_app.wiring import Deps, Topics, build_engine
+from stream_app.wiring import Base, Deps, Topics, build_deps, build_engine
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> ChurnApp:
     metrics.model_version.set(engine.scorer.version)
     metrics.model_ready.set(1 if engine.scorer.ready else 0)
     model_sync.set_bandit_means(engine, metrics)  # the prior's series before any snapshot
-    deps = Deps(settings, metrics, engine, users, topics, app=app, cache=cache)
+    # Every service is built before any is registered: the registers only attach them.
+    deps = build_deps(Base(settings, metrics, engine, users, topics, app, cache))
     score.register(app, deps)
     model_sync.register(app, deps)
     learner.register(app, deps)

@@ -306,7 +306,6 @@ def _worker(args: argparse.Namespace) -> int:
     from stream_app.agents.model_sync import preload
 
     deps = app.deps
-    assert deps.model is not None
     read = preload(settings, deps.model)
     print(
         f"stream-app worker: read {read} model snapshot message(s); scoring with "

@@ -93,7 +93,7 @@ def authorized(headers: Any, deps: Deps) -> bool:
 def model_view(deps: Deps) -> dict[str, Any]:
     """The model this worker scores with (the cold-start prior is version 0)."""
     scorer = deps.engine.scorer
-    latest = deps.model.latest if deps.model is not None else None
+    latest = deps.model.latest
     in_use = latest if latest is not None and latest.version == scorer.version else None
     if in_use is not None:
         weights, intercept = dict(in_use.weights), in_use.intercept
@@ -117,7 +117,7 @@ def user_view(deps: Deps, state: UserState, partition: int) -> dict[str, Any]:
     """A user's risk as of the partition's stream time (never before their last event)."""
     engine = deps.engine
     at = state.last_ts
-    clock = deps.score.clocks.get(partition) if deps.score is not None else None
+    clock = deps.score.clocks.get(partition)
     if clock is not None and clock.stream_time > at:
         at = clock.stream_time
     vec = state.vector(at, engine.space)
@@ -177,7 +177,7 @@ def register(app: faust.App, deps: Deps) -> None:
                 "status": "ok",
                 "model_version": deps.engine.scorer.version,
                 "model_ready": deps.engine.scorer.ready,
-                "learner": bool(deps.learner and deps.learner.active),
+                "learner": deps.learner.active,
                 # clickstream partitions this worker owns (empty until the group assigns)
                 "partitions": sorted(
                     tp.partition
@@ -190,8 +190,7 @@ def register(app: faust.App, deps: Deps) -> None:
     @app.page("/ready")
     async def ready(web: Any, request: Any) -> Any:
         recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
-        service = deps.model_service
-        model_loaded = service is None or service.caught_up.is_set()
+        model_loaded = deps.model_service.caught_up.is_set()
         body = {"ready": recovered and model_loaded, "tables_recovered": recovered}
         body["model_loaded"] = model_loaded
         return web.json(body, status=200 if body["ready"] else 503)
@@ -216,7 +215,7 @@ def register(app: faust.App, deps: Deps) -> None:
             return unauthorized(web)
         partition = partition_for(user_id.encode(), settings.topic_partitions)
         if owns(app, deps, partition):
-            state = deps.cache.lookup(user_id) if deps.cache is not None else None
+            state = deps.cache.lookup(user_id)
             if state is None or "erased" in state.extra:  # (an erasure marker: no user)
                 return web.json({"error": "unknown user", "user_id": user_id}, status=404)
             return web.json(user_view(deps, state, partition))

@@ -41,23 +41,55 @@ class Topics:
 
 
 @dataclass
-class Deps:
-    """Shared by the agents, services and web views of one worker. The agents' modules
-    fill in what they register (handler, agent, service)."""
+class Base:
+    """What the services of one worker are built from (create_app makes these first)."""
 
     settings: Settings
     metrics: Metrics
     engine: Engine
     users: Any  # the Faust table "users" (UserState by user_id)
     topics: Topics
-    app: Any = None  # the Faust app these were wired into
-    cache: UserCache | None = None  # write-back cache in front of ``users`` (score agent)
-    committer: Committer | None = None
-    score: ScoreHandler | None = None
-    score_service: ScoreService | None = None
-    model: ModelSync | None = None
-    model_service: ModelSyncService | None = None
-    learner: LearnerService | None = None
+    app: Any  # the Faust app these are wired into
+    cache: UserCache  # write-back cache in front of ``users`` (score agent)
+
+
+@dataclass
+class Deps(Base):
+    """Shared by the agents, services and web views of one worker, built whole by
+    :func:`build_deps` before any of them is registered: the agents' ``register`` functions
+    only attach these to the app (agents, tasks, services, views)."""
+
+    committer: Committer
+    score: ScoreHandler
+    score_service: ScoreService
+    model: ModelSync
+    model_service: ModelSyncService
+    learner: LearnerService
+
+
+def build_deps(base: Base) -> Deps:
+    """The services of one worker, built on ``base``: the score service (its handler and
+    committer), the model sync and its service, the learner service."""
+    # The agents' modules import this one: imported here, once it is loaded.
+    from stream_app.agents import learner, model_sync, score
+
+    scoring = score.ScoreService(base.app, base)
+    syncing = model_sync.new_service(base)
+    return Deps(
+        base.settings,
+        base.metrics,
+        base.engine,
+        base.users,
+        base.topics,
+        base.app,
+        base.cache,
+        committer=scoring.committer,
+        score=scoring.handler,
+        score_service=scoring,
+        model=syncing.sync,
+        model_service=syncing,
+        learner=learner.new_service(base),
+    )
 
 
 def build_engine(settings: Settings) -> Engine:

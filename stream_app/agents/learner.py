@@ -34,7 +34,7 @@ from stream_app.kafka.clients import consumer
 from stream_app.kafka.send import Send, sender
 from stream_app.metrics import Metrics
 from stream_app.settings import Settings
-from stream_app.wiring import Deps
+from stream_app.wiring import Base, Deps
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ async def read_latest_snapshot(settings: Settings) -> ModelSnapshot | None:
 class LearnerService(Service):
     """Runs the learner while this worker owns the training partition."""
 
-    def __init__(self, deps: Deps, handler: LearnerHandler, **kwargs: Any) -> None:
+    def __init__(self, deps: Base, handler: LearnerHandler, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.deps = deps
         self.handler = handler
@@ -309,19 +309,23 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self.service.assigned(set(assigned))
 
 
-def register(app: faust.App, deps: Deps) -> LearnerService:
-    s = deps.settings
+def new_service(base: Base) -> LearnerService:
+    """The learner service of a worker, with a handler configured by the settings."""
+    s, engine = base.settings, base.engine
     handler = LearnerHandler(
-        deps.engine.space.names,
-        deps.engine.space.schema,
+        engine.space.names,
+        engine.space.schema,
         s.as_model_config(),
         s.as_learner_config(),
-        deps.metrics,
+        base.metrics,
         s.snapshot_max_interval,
-        train_on_treated=deps.engine.train_on_treated,
+        train_on_treated=engine.train_on_treated,
     )
-    service = LearnerService(deps, handler, loop=app.loop)
+    return LearnerService(base, handler, loop=base.app.loop)
+
+
+def register(app: faust.App, deps: Deps) -> LearnerService:
+    service = deps.learner
     # Faust starts extra services after table recovery; instances are accepted.
     app.service(service)  # type: ignore[arg-type]
-    deps.learner = service
     return service

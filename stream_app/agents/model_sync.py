@@ -25,7 +25,7 @@ from stream_app.kafka.clients import consumer
 from stream_app.kafka.security import kafka_python_options
 from stream_app.metrics import Metrics
 from stream_app.settings import Settings
-from stream_app.wiring import Deps
+from stream_app.wiring import Base, Deps
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ class ModelSyncService(Service):
     """Reads the model topic from its beginning for as long as the worker runs.
     ``caught_up`` is set once everything published before start-up was read."""
 
-    def __init__(self, deps: Deps, sync: ModelSync, **kwargs: Any) -> None:
+    def __init__(self, deps: Base, sync: ModelSync, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.deps = deps
         self.sync = sync
@@ -204,10 +204,14 @@ class ModelSyncService(Service):
                     self.caught_up.set()
 
 
+def new_service(base: Base) -> ModelSyncService:
+    """The model sync of a worker (``.sync``) and the service that feeds it."""
+    sync = ModelSync(base.engine, base.metrics)
+    return ModelSyncService(base, sync, loop=base.app.loop)
+
+
 def register(app: faust.App, deps: Deps) -> ModelSyncService:
-    sync = ModelSync(deps.engine, deps.metrics)
-    service = ModelSyncService(deps, sync, loop=app.loop)
+    service = deps.model_service
     # Faust starts extra services after table recovery; instances are accepted.
     app.service(service)  # type: ignore[arg-type]
-    deps.model, deps.model_service = sync, service
     return service

@@ -1,10 +1,11 @@
 """The score service: decode, route, dedupe, run the engine, say what to send.
 
 ``ScoreHandler.handle`` is synchronous and does no I/O: it returns the messages to send, so
-it is testable without a broker. :func:`register` runs it over whole clickstream batches
-taken beneath Faust's Stream API (runtime/batches.py), sends what it returns, and hands
-each batch to the committer (runtime/committer.py), which releases its offsets only once
-the broker confirmed every record the batch caused.
+it is testable without a broker. :class:`ScoreService` (whose tasks :func:`register`
+starts) runs it over whole clickstream batches taken beneath Faust's Stream API
+(runtime/batches.py), sends what it returns, and hands each batch to the committer
+(runtime/committer.py), which releases its offsets only once the broker confirmed every
+record the batch caused.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from stream_app.metrics import Metrics
 from stream_app.runtime.batches import Batch, BatchConsumer, BatchSink
 from stream_app.runtime.committer import Committer, WriteFailed
 from stream_app.runtime.user_cache import UserCache
-from stream_app.wiring import Deps
+from stream_app.wiring import Base, Deps
 
 log = logging.getLogger(__name__)
 
@@ -374,12 +375,11 @@ class ScoreService:
     sends go out at once and the committer releases their offsets once all are
     confirmed."""
 
-    def __init__(self, app: faust.App, deps: Deps) -> None:
-        settings, metrics, cache = deps.settings, deps.metrics, deps.cache
-        assert cache is not None, "create_app builds the cache before the agents"
+    def __init__(self, app: faust.App, base: Base) -> None:
+        settings, metrics, cache = base.settings, base.metrics, base.cache
         self.app, self.cache, self.metrics = app, cache, metrics
         self.handler = ScoreHandler(
-            deps.engine,
+            base.engine,
             Decoder.from_settings(settings),
             metrics,
             settings.topic_partitions,
@@ -394,10 +394,10 @@ class ScoreService:
             return None if hw is None else int(hw)
 
         self.erasures = erasure.ErasureHandler(self.handler, settings.topic_erasure, highwater)
-        self.send = sender(deps)
+        self.send = sender(base)
         self.committer = Committer(
             cache,
-            changelog_sender(deps),
+            changelog_sender(base),
             lambda: app.consumer,
             metrics,
             settings.state_flush_interval,
@@ -504,9 +504,8 @@ class ScoreService:
 
 
 def register(app: faust.App, deps: Deps) -> ScoreService:
-    """The score service on the clickstream and erasure topics."""
-    settings = deps.settings
-    service = ScoreService(app, deps)
+    """The score service (built with ``deps``) on the clickstream and erasure topics."""
+    settings, service = deps.settings, deps.score_service
     # Both topics are read as batches beneath Faust's Stream API (runtime/batches.py); the
     # conductor must still subscribe to them (and count them as acking topics).
     app.batch_sink = service.sink  # type: ignore[attr-defined]
@@ -528,5 +527,4 @@ def register(app: faust.App, deps: Deps) -> ScoreService:
     app.on_partitions_assigned.connect(_assigned)
     app.task(service.run)
     app.task(service.flush_on_time)
-    deps.score, deps.score_service, deps.committer = service.handler, service, service.committer
     return service

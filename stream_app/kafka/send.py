@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from kafka.partitioner.default import murmur2
 
 if TYPE_CHECKING:
-    from stream_app.wiring import Deps
+    from stream_app.wiring import Base
 
 Sender = Callable[["Send"], Awaitable["asyncio.Future[Any]"]]
 ChangelogSender = Callable[[str, int, bytes | None], Awaitable["asyncio.Future[Any]"]]
@@ -34,7 +34,7 @@ class Send:
     partition: int | None = None
 
 
-def sender(deps: Deps) -> Sender:
+def sender(deps: Base) -> Sender:
     """Send one handler output to the topic of its role; returns its delivery future."""
     from stream_app.wiring import Topics
 
@@ -50,7 +50,7 @@ def sender(deps: Deps) -> Sender:
     return send
 
 
-def changelog_sender(deps: Deps) -> ChangelogSender:
+def changelog_sender(deps: Base) -> ChangelogSender:
     """Write one user's state (or a tombstone) to the users table's changelog partition;
     returns its delivery future."""
     app, table = deps.app, deps.users

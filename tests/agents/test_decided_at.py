@@ -19,7 +19,6 @@ def test_the_score_agent_stamps_decisions_and_interventions_with_its_wall_clock(
 ) -> None:
     app: faust.App = create_app(load_settings(data_dir=str(tmp_path)))
     handler = wiring(app).score
-    assert handler is not None
     handler.wall_clock = lambda: 1_796_083_200.0  # 2026-12-01T00:00:00Z
     h = Harness()
     h.score("u", 0, 0.1)

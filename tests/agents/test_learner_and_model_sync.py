@@ -318,7 +318,6 @@ def test_rereading_the_model_topic_at_start_up_is_quiet(
 def service(tmp_path: Path) -> agents_learner.LearnerService:
     app = create_app(load_settings(data_dir=str(tmp_path), snapshot_every=2))
     learner = wiring(app).learner
-    assert learner is not None
     learner.handler = handler(Metrics())
     learner.handler.learner.snapshot_every = 2  # a snapshot every second example
     return learner

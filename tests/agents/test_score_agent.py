@@ -115,7 +115,6 @@ def batches(
 
 def run(app: faust.App, messages: list[tuple[bytes | None, bytes, int]]) -> None:
     service = wiring(app).score_service
-    assert service is not None
 
     async def go() -> None:
         service.cache.bind()
@@ -225,7 +224,6 @@ def test_state_is_written_once_per_user_per_flush_and_offsets_released_only_afte
     ]
     w = wiring(app)
     service = w.score_service
-    assert service is not None
     committer = service.committer
     consumer = app.consumer
 
@@ -280,7 +278,6 @@ def test_a_refused_write_releases_no_offset_and_stops_flushing(app: faust.App) -
 
     u = user_on(0)
     service = wiring(app).score_service
-    assert service is not None
     consumer = app.consumer
 
     async def go() -> None:
@@ -314,7 +311,6 @@ def erasure_request(user: str, **kw: Any) -> bytes:
 def test_an_erasure_removes_the_user_and_returns_its_audit(app: faust.App) -> None:
     w = wiring(app)
     handler = w.score
-    assert handler is not None
     u = user_on(1)
     store: dict[str, Any] = {}
     handler.handle(store, 1, 0, u.encode(), event(u, "2026-01-05T12:00:00Z"))
@@ -347,7 +343,6 @@ def test_an_erased_users_older_events_are_dropped_and_later_ones_start_a_new_use
     erasure was applied, or written before the request) and lets later ones start anew."""
     w = wiring(app)
     handler = w.score
-    assert handler is not None
     u = user_on(1)
     store: dict[str, Any] = {}
     erasures = ErasureHandler(handler, "user.erasure", highwater=lambda partition: 40)
@@ -371,7 +366,6 @@ def test_an_erased_users_older_events_are_dropped_and_later_ones_start_a_new_use
 def test_an_expired_marker_drops_nothing_and_is_swept_at_assignment(app: faust.App) -> None:
     w = wiring(app)
     handler = w.score
-    assert handler is not None
     u, v = user_on(1), user_on(1, start=int(user_on(1)[1:]) + 1)
     now = [1_770_000_000.0]
     handler.wall_clock = lambda: now[0]
@@ -403,7 +397,6 @@ def test_a_bad_erasure_request_is_a_dead_letter_naming_the_problem(
     app: faust.App, value: bytes | None, reason: str
 ) -> None:
     handler = wiring(app).score
-    assert handler is not None
     out = ErasureHandler(handler, "user.erasure").erase({}, 0, 3, b"k", value)
     assert out.status == "invalid"
     letter = json.loads(out.sends[0].value)
@@ -413,7 +406,6 @@ def test_a_bad_erasure_request_is_a_dead_letter_naming_the_problem(
 
 def test_a_misrouted_erasure_is_forwarded_to_its_users_partition(app: faust.App) -> None:
     handler = wiring(app).score
-    assert handler is not None
     u = user_on(5)
     out = ErasureHandler(handler, "user.erasure").erase({}, 0, 3, u.encode(), erasure_request(u))
     assert out.status == "rerouted" and out.sends[0].partition == 5
@@ -427,7 +419,6 @@ def test_a_quiet_partition_advances_its_stream_time_and_fires_silence_deadlines(
     deadline fires once the wall-clock-based stream time passes it, and not before."""
     w = wiring(app)
     handler = w.score
-    assert handler is not None
     u = user_on(4)
     store: dict[str, Any] = {}
     handler.handle(store, 4, 0, u.encode(), event(u, "2026-01-05T12:00:00Z"))
@@ -446,7 +437,6 @@ def test_dead_letters_are_logged_once_per_reason_then_summed_up(
     """One WARNING per new reason (with topic, partition, offset), then one summary line
     per interval for the rest; the counter and the dead-letter topic keep every letter."""
     handler = wiring(app).score
-    assert handler is not None
     now = [1_770_000_000.0]
     handler.wall_clock = lambda: now[0]
     store: dict[str, Any] = {}
