@@ -18,16 +18,15 @@ from __future__ import annotations
 import math
 import struct
 import sys
-from array import array
 
 import msgspec
 
-from stream_app.core.features import Pending, UserState
+from stream_app.core.features import Pending, UserState, sparse_pack, sparse_unpack
 
 # anchor, first_ts, last_ts, last_purchase_ts, rating_sum, due, last_scored_ts, last_p,
 # last_snapshot_ts; offset; sessions_total, events_total, purchases_total, rating_n,
-# recent_pos, rescore_idx, spell_snapshots; counts: sums, ring bytes, categories, pending,
-# extra's JSON bytes.
+# recent_pos, rescore_idx, spell_snapshots; lengths: packed sums, ring capacity in bytes,
+# categories, pending, extra's JSON bytes.
 _HEAD = struct.Struct("<9dq7IHIBHI")
 # scored_at, p, resolved_at (NaN: None), model_version, label (-1: None), train
 _SNAP = struct.Struct("<3dqbBH")
@@ -60,7 +59,12 @@ def pack(state: UserState) -> bytes:
     """``state`` as compact bytes (see the module's docstring)."""
     extra = _encode_json(state.extra) if state.extra else b""
     cats = state.categories
-    sums = state.sums
+    sums = sparse_pack(state.sums)  # (a user who never returned or reviewed has zeros)
+    ring = state.recent
+    # Slots fill from the start: a user with fewer events than slots keeps only those.
+    used = min(len(ring), 8 * state.events_total)
+    if ring[used:].strip(b"\0"):  # (not as expected: keep every slot)
+        used = len(ring)
     out = bytearray(
         _HEAD.pack(
             state.anchor,
@@ -81,17 +85,15 @@ def pack(state: UserState) -> bytes:
             state.rescore_idx,
             state.spell_snapshots,
             len(sums),
-            len(state.recent),
+            len(ring),
             len(cats),
             len(state.pending),
             len(extra),
         )
     )
-    if sys.byteorder != "little":
-        sums = array("d", sums)
-        sums.byteswap()
-    out += sums.tobytes()
-    out += state.recent
+    out += sums
+    out += used.to_bytes(4, "little")
+    out += ring[:used]
     for name, count in cats.items():
         raw = name.encode()
         out += len(raw).to_bytes(2, "little")
@@ -144,13 +146,14 @@ def unpack(user_id: str, buf: bytes) -> UserState:
         n_extra,
     ) = _HEAD.unpack_from(buf)
     i = _HEAD.size
-    sums = array("d", buf[i : i + 8 * n_sums])
-    if sys.byteorder != "little":
-        sums.byteswap()
-    s.sums = sums
-    i += 8 * n_sums
-    s.recent = bytearray(buf[i : i + n_ring])
-    i += n_ring
+    s.sums = sparse_unpack(buf[i : i + n_sums])
+    i += n_sums
+    used = int.from_bytes(buf[i : i + 4], "little")
+    i += 4
+    ring = bytearray(n_ring)
+    ring[:used] = buf[i : i + used]
+    s.recent = ring
+    i += used
     cats: dict[str, float] = {}
     for _ in range(n_cats):
         n = int.from_bytes(buf[i : i + 2], "little")

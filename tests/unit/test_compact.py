@@ -97,7 +97,7 @@ def test_edge_values_survive() -> None:
     s.due = math.inf
     s.categories = {"büro": 3.0, "x" * 300: 1.0}
     s.pending = [
-        Pending(1.0, 0.25, [0.0, -0.0, 1e300, 5e-324], "holdout", 2**33, 1, 9.0, False, "s", "a"),
+        Pending(1.0, 0.25, [0.0, -0.0, 1e30, 5e-324], "holdout", 2**33, 1, 9.0, False, "s", "a"),
         Pending(2.0, 0.5, [1.0], "none", 0),
     ]
     again = compact.unpack("ü-user", compact.pack(s))
