@@ -109,6 +109,8 @@ class ScoreHandler:
                 }
             mine = self.sweep_markers(store, mine)
             n = self.engine.rebuild(mine, clock)
+            if isinstance(store, UserCache):
+                store.settle(mine)
             log.info("partition %d: rebuilt %d user deadlines from the table", partition, n)
             self.clocks[partition] = clock
         return clock

@@ -194,13 +194,19 @@ class UserCache(MutableMapping[str, UserState]):
                 p = self.partition_of(uid)
             if p == partition:
                 out[uid] = state
-        # The caller may change them (the deadline index sets ``due``): held as objects
-        # until the next flush packs them back.
         for uid, state in out.items():
-            if state.__class__ is bytes:
-                out[uid] = live[uid] = compact.unpack(uid, state)
-                self._hot.add(uid)
+            if state.__class__ is bytes:  # at rest: stays packed (see settle)
+                out[uid] = compact.unpack(uid, state)
         return out
+
+    def settle(self, states: dict[str, UserState]) -> None:
+        """After a caller changed states :meth:`users_in` returned (the deadline index
+        sets ``due`` on a partition's users): pack the change into the users kept at rest,
+        rather than holding a whole partition as objects."""
+        live = self._live
+        for uid, state in states.items():
+            if live.get(uid).__class__ is bytes:
+                live[uid] = compact.pack(state)
 
     # --- write-back ---------------------------------------------------------------------
     def take_dirty(self) -> list[tuple[str, int, bytes | None]]:
