@@ -44,7 +44,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -267,16 +267,6 @@ def measure_recovery(
     recovered): from the changelog alone (cold), and for rocksdb:// also on the data
     directory the first worker left (warm)."""
     out: dict[str, float] = {}
-    # The baseline for memory at rest: a worker of the same code with an empty table and
-    # an empty input topic (the first worker's RSS at /ready is no baseline: it is
-    # already prefetching the loaded topic).
-    empty = Worker(bootstrap, f"{tag}-empty-in", f"{tag}-empty", workdir, STREAM_APP_STORE=store)
-    try:
-        empty.wait_ready(timeout=120)
-        time.sleep(1.0)
-        out["empty_rss_bytes"] = empty.rss_bytes()
-    finally:
-        empty.stop()
     kinds = ["warm", "cold"] if store.startswith("rocksdb") else ["cold"]
     for kind in kinds:
         if kind == "cold":
@@ -286,12 +276,88 @@ def measure_recovery(
         try:
             w.wait_ready(timeout=600)
             out[f"{kind}_ready_seconds"] = round(time.monotonic() - started, 2)
-            if kind == "cold":
-                time.sleep(1.0)
-                out["cold_rss_bytes"] = w.rss_bytes()  # every user recovered, none in use
         finally:
             w.stop()
     return out
+
+
+def measure_memory(
+    bootstrap: str, events: Path, workdir: Path, store: str, copies: tuple[int, int] = (1, 10)
+) -> dict[str, Any]:
+    """(e) Resident memory per tracked user: the users the bench file leaves (replayed
+    offline, the same engine), written to a fresh app's changelog ``copies[0]`` and then
+    ``copies[1]`` times under new ids; a worker recovers each table and gets one event per
+    partition (so its deadline index holds every user, as in operation); the slope of its
+    RSS between the two sizes is the cost of one more user, with the worker's fixed memory
+    (buffers, the model, the runtime) taken out. The users are at rest: recovered, not
+    touched since."""
+    import msgspec
+    from kafka import KafkaProducer
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    from stream_app.offline.evaluate import EvaluateOptions, Replay
+
+    replay = Replay(events, load_settings(), EvaluateOptions(), ordered=False)
+    for _ in replay:
+        pass
+    states = list(replay.store.values())
+    last_ts = max(st.last_ts for st in states)
+    encode = msgspec.json.Encoder().encode
+    partitions = 4
+    rss: dict[int, int] = {}
+    for n in copies:
+        tag = f"bench-m-{uuid.uuid4().hex[:6]}"
+        topic, changelog = f"{tag}-in", f"{tag}-users-changelog"
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        admin.create_topics(
+            [
+                NewTopic(topic, partitions, 1),
+                NewTopic(changelog, partitions, 1, topic_configs={"cleanup.policy": "compact"}),
+            ]
+        )
+        admin.close()
+        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=1 << 20)
+        for k in range(n):
+            for st in states:
+                row = st.to_dict()
+                uid = row["u"] = f"c{k}-{st.user_id}"
+                producer.send(
+                    changelog,
+                    key=json.dumps(uid).encode(),
+                    value=encode(row),
+                    partition=partition_for(uid.encode(), partitions),
+                )
+        producer.flush()
+        w = Worker(bootstrap, topic, tag, workdir, STREAM_APP_STORE=store)
+        try:
+            w.wait_ready(timeout=600)
+            sent = 0
+            for i in itertools.count():
+                uid = f"trigger-{i}"
+                if partition_for(uid.encode(), partitions) != sent:
+                    continue
+                when = datetime.fromtimestamp(last_ts + 60, tz=UTC).isoformat()
+                event = {"event_id": uid, "user_id": uid, "event_type": "page_view", "ts": when}
+                producer.send(topic, key=uid.encode(), value=json.dumps(event).encode())
+                sent += 1
+                if sent == partitions:
+                    break
+            producer.flush()
+            deadline = time.monotonic() + 120
+            while w.handled() < partitions and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(2 * load_settings().state_flush_interval + 1)
+            rss[n] = w.rss_bytes()
+        finally:
+            w.stop()
+            producer.close()
+    lo, hi = copies
+    users = len(states)
+    return {
+        "users": [lo * users, hi * users],
+        "rss_mib": [round(rss[lo] / 2**20, 1), round(rss[hi] / 2**20, 1)],
+        "bytes_per_user": round((rss[hi] - rss[lo]) / ((hi - lo) * users)),
+    }
 
 
 def run_worker(
@@ -355,11 +421,6 @@ def run_worker(
         w.stop()
     recovery = measure_recovery(bootstrap, topic, tag, workdir, store)
     recovery["empty_table_ready_seconds"] = round(empty_ready, 2)
-    # A fresh worker that recovered every user from the changelog (users packed, none in
-    # use), against a worker with an empty table and topic. This RSS also keeps what
-    # recovery's reads of the whole changelog left in the allocator. After the run, every
-    # user was in use within the last second, so held as objects (bytes_per_user).
-    recovered = round((recovery.pop("cold_rss_bytes") - recovery.pop("empty_rss_bytes")) / users)
     changelog = read_to_end(bootstrap, f"{tag}-users-changelog", 300)
     outputs = changelog + read_to_end(bootstrap, f"{tag}.decisions", 300)
     outputs += read_to_end(bootstrap, f"{tag}.training", 300)
@@ -372,8 +433,8 @@ def run_worker(
         "worker_cpu_share": round(busy, 3),
         "rss_before_mib": round(rss0 / 2**20, 1),
         "rss_after_mib": round(rss1 / 2**20, 1),
-        "bytes_per_user": round((rss1 - rss0) / users),
-        "bytes_per_user_recovered": recovered,
+        # every user in use within the last second: held as objects, not packed
+        "bytes_per_user_after_run": round((rss1 - rss0) / users),
         "changelog_records": len(changelog),
         "changelog_bytes_per_event": round(cl_bytes / n, 1),
         "recovery": recovery,
@@ -682,7 +743,7 @@ def main() -> int:
         "--sustain-days", type=int, default=1500, help="(g): days of traffic to draw from"
     )
     parser.add_argument("--sustain-steps", type=int, default=5, help="(g): rates tried at most")
-    parser.add_argument("--only", default="a,b,c,d,f,g", help="comma list of parts to run")
+    parser.add_argument("--only", default="a,b,c,d,e,f,g", help="comma list of parts to run")
     parser.add_argument(
         "--no-pin", action="store_true", help="run unpinned (taskset missing): not comparable"
     )
@@ -750,6 +811,12 @@ def main() -> int:
             rate = args.latency_rate or (worker_eps or 10_000) / 2
             log(f"latency at {rate:.0f} events/s for {args.latency_seconds:.0f}s")
             latency = run_latency(bootstrap, lines, rate, args.latency_seconds, args.workdir)
+        memory = None
+        if "e" in parts:
+            log("memory per user at rest (two recoveries)")
+            replayed = args.workdir / f"events-{len(lines)}.jsonl"  # what (a) consumed
+            replayed.write_bytes(b"\n".join(lines) + b"\n")
+            memory = measure_memory(bootstrap, replayed, args.workdir, args.store)
         sustained = None
         if "g" in parts:
             start = (worker_eps or 10_000) * 0.5
@@ -773,13 +840,14 @@ def main() -> int:
             "latency_p99_ms": latency and latency["p99_ms"],
             "latency_max_ms": latency and latency["max_ms"],
             "sustained_events_per_second": sustained and sustained["events_per_second"],
-            "bytes_per_user": med("worker", "bytes_per_user"),
-            "bytes_per_user_recovered": med("worker", "bytes_per_user_recovered"),
+            "bytes_per_user": memory and memory["bytes_per_user"],
+            "bytes_per_user_after_run": med("worker", "bytes_per_user_after_run"),
             "changelog_bytes_per_event": med("worker", "changelog_bytes_per_event"),
             "worker_vs_naive": ratio(worker_eps, naive),
             "worker_vs_faust_floor": ratio(worker_eps, floor),
             "worker_vs_ceiling": ratio(worker_eps, ceiling),
             "latency": latency,
+            "memory": memory,
             "sustained": sustained,
             "runs": runs,
             "setup": {
@@ -820,8 +888,8 @@ def main() -> int:
                 f"{sustained['events_per_second']}/s"
             )
         print(
-            f"  (e) bytes per user {result['bytes_per_user']} (after a cold recovery: "
-            f"{result['bytes_per_user_recovered']}), changelog bytes per event "
+            f"  (e) bytes per user at rest {result['bytes_per_user']} (after the run, all "
+            f"in use: {result['bytes_per_user_after_run']}), changelog bytes per event "
             f"{result['changelog_bytes_per_event']}"
         )
         for k in ("worker_vs_naive", "worker_vs_faust_floor", "worker_vs_ceiling"):

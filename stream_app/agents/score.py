@@ -16,7 +16,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,17 +100,14 @@ class ScoreHandler:
             if clock.guard is not None:
                 clock.guard = self.guards.setdefault(partition, clock.guard)
             if isinstance(store, UserCache):
-                mine = store.users_in(partition)
+                mine = store.partition_users(partition)  # one at a time (packed users)
             else:
-                mine = {
-                    uid: st
-                    for uid, st in store.items()
+                mine = (
+                    (uid, st)
+                    for uid, st in list(store.items())
                     if partition_for(uid.encode(), self.partitions) == partition
-                }
-            mine = self.sweep_markers(store, mine)
-            n = self.engine.rebuild(mine, clock)
-            if isinstance(store, UserCache):
-                store.settle(mine)
+                )
+            n = self.engine.rebuild(self.sweep_markers(store, mine), clock)
             log.info("partition %d: rebuilt %d user deadlines from the table", partition, n)
             self.clocks[partition] = clock
         return clock
@@ -199,18 +196,16 @@ class ScoreHandler:
         return sends
 
     def sweep_markers(
-        self, store: MutableMapping[str, UserState], states: dict[str, UserState]
-    ) -> dict[str, UserState]:
+        self, store: MutableMapping[str, UserState], states: Iterable[tuple[str, UserState]]
+    ) -> Iterator[tuple[str, UserState]]:
         """``states`` without erasure markers (they have no deadlines); expired markers are
         deleted (a tombstone at the next flush)."""
         now, ttl = self.wall_clock(), self.marker_ttl
-        kept: dict[str, UserState] = {}
-        for uid, state in states.items():
+        for uid, state in states:
             if erasure.MARK not in state.extra:
-                kept[uid] = state
+                yield uid, state
             elif erasure.expired(state, now, ttl):
                 del store[uid]
-        return kept
 
     def advance_idle(
         self, store: MutableMapping[str, UserState], partition: int, until: float

@@ -9,8 +9,9 @@ made here and turns them back into objects when an event or a timer touches them
 the JSON of :meth:`UserState.to_dict`, so nothing here needs to read untrusted input or stay
 compatible across versions.
 
-The round trip is exact: every float keeps its bits, ``extra`` goes through JSON as it does
-on the changelog, and the user id is the table key (not stored twice).
+The round trip is exact: every float keeps its bits (``extra`` goes through msgpack, which
+keeps what the changelog's JSON keeps and more), and the user id is the table key (not
+stored twice).
 """
 
 from __future__ import annotations
@@ -25,46 +26,35 @@ from stream_app.core.features import Pending, UserState, sparse_pack, sparse_unp
 
 # anchor, first_ts, last_ts, last_purchase_ts, rating_sum, due, last_scored_ts, last_p,
 # last_snapshot_ts; offset; sessions_total, events_total, purchases_total, rating_n,
-# recent_pos, rescore_idx, spell_snapshots; lengths: packed sums, ring capacity in bytes,
-# categories, pending, extra's JSON bytes.
-_HEAD = struct.Struct("<9dq7IHIBHI")
-# scored_at, p, resolved_at (NaN: None), model_version, label (-1: None), train
+# recent_pos, rescore_idx, spell_snapshots; lengths: packed sums, ring capacity and used
+# bytes, open snapshots, the msgpack tail.
+_HEAD = struct.Struct("<9dq7IHIIHI")
+# scored_at, p, resolved_at (NaN: None), model_version, label (-1: None), train, length of
+# the packed vector
 _SNAP = struct.Struct("<3dqbBH")
-_NONE = 0xFF
 
-_encode_json = msgspec.json.Encoder().encode
-_decode_json = msgspec.json.Decoder().decode
+# The tail, in msgpack (exact for floats, unlike JSON; a few bytes for small ints):
+# [categories with whole counts as ints, extra, [[group, segment, action] per snapshot]]
+_encode_tail = msgspec.msgpack.Encoder().encode
+_decode_tail = msgspec.msgpack.Decoder().decode
 _intern = sys.intern
-
-
-def _put_str(out: bytearray, s: str | None) -> None:
-    if s is None:
-        out.append(_NONE)
-        return
-    raw = s.encode()
-    if len(raw) >= _NONE:
-        raise ValueError(f"compact state: label {s[:20]!r}... is too long")
-    out.append(len(raw))
-    out += raw
-
-
-def _get_str(buf: bytes, i: int) -> tuple[str | None, int]:
-    n = buf[i]
-    if n == _NONE:
-        return None, i + 1
-    return _intern(buf[i + 1 : i + 1 + n].decode()), i + 1 + n
 
 
 def pack(state: UserState) -> bytes:
     """``state`` as compact bytes (see the module's docstring)."""
-    extra = _encode_json(state.extra) if state.extra else b""
-    cats = state.categories
-    sums = sparse_pack(state.sums)  # (a user who never returned or reviewed has zeros)
     ring = state.recent
     # Slots fill from the start: a user with fewer events than slots keeps only those.
     used = min(len(ring), 8 * state.events_total)
     if ring[used:].strip(b"\0"):  # (not as expected: keep every slot)
         used = len(ring)
+    sums = sparse_pack(state.sums)  # (a user who never returned or reviewed has zeros)
+    pending = state.pending
+    cats = {
+        k: int(v) if v.is_integer() and abs(v) < 2**53 else v for k, v in state.categories.items()
+    }
+    tail = _encode_tail(
+        [cats, state.extra, [[snap.group, snap.segment, snap.action] for snap in pending]]
+    )
     out = bytearray(
         _HEAD.pack(
             state.anchor,
@@ -86,20 +76,14 @@ def pack(state: UserState) -> bytes:
             state.spell_snapshots,
             len(sums),
             len(ring),
-            len(cats),
-            len(state.pending),
-            len(extra),
+            used,
+            len(pending),
+            len(tail),
         )
     )
     out += sums
-    out += used.to_bytes(4, "little")
     out += ring[:used]
-    for name, count in cats.items():
-        raw = name.encode()
-        out += len(raw).to_bytes(2, "little")
-        out += raw
-        out += struct.pack("<d", count)
-    for snap in state.pending:
+    for snap in pending:
         out += _SNAP.pack(
             snap.scored_at,
             snap.p,
@@ -109,11 +93,8 @@ def pack(state: UserState) -> bytes:
             1 if snap.train else 0,
             len(snap.packed),
         )
-        _put_str(out, snap.group)
-        _put_str(out, snap.segment)
-        _put_str(out, snap.action)
         out += snap.packed
-    out += extra
+    out += tail
     return bytes(out)
 
 
@@ -141,39 +122,38 @@ def unpack(user_id: str, buf: bytes) -> UserState:
         s.spell_snapshots,
         n_sums,
         n_ring,
-        n_cats,
+        used,
         n_pending,
-        n_extra,
+        n_tail,
     ) = _HEAD.unpack_from(buf)
     i = _HEAD.size
     s.sums = sparse_unpack(buf[i : i + n_sums])
     i += n_sums
-    used = int.from_bytes(buf[i : i + 4], "little")
-    i += 4
     ring = bytearray(n_ring)
     ring[:used] = buf[i : i + used]
     s.recent = ring
     i += used
-    cats: dict[str, float] = {}
-    for _ in range(n_cats):
-        n = int.from_bytes(buf[i : i + 2], "little")
-        name = _intern(buf[i + 2 : i + 2 + n].decode())
-        i += 2 + n
-        (cats[name],) = struct.unpack_from("<d", buf, i)
-        i += 8
-    s.categories = cats
-    pending = []
+    snaps = []
     for _ in range(n_pending):
-        scored_at, p, resolved_at, version, label, train, n_packed = _SNAP.unpack_from(buf, i)
+        row = _SNAP.unpack_from(buf, i)
         i += _SNAP.size
-        group, i = _get_str(buf, i)
-        segment, i = _get_str(buf, i)
-        action, i = _get_str(buf, i)
+        snaps.append((row, buf[i : i + row[6]]))
+        i += row[6]
+    if i + n_tail != len(buf):
+        raise ValueError("compact state: length does not match its contents")
+    cats, extra, arms = _decode_tail(buf[i:])
+    s.categories = {_intern(k): float(v) for k, v in cats.items()}
+    s.extra = extra
+    pending = []
+    for ((scored_at, p, resolved_at, version, label, train, _n), packed), arm in zip(
+        snaps, arms, strict=True
+    ):
+        group, segment, action = (None if a is None else _intern(a) for a in arm)
         pending.append(
             Pending(
                 scored_at,
                 p,
-                buf[i : i + n_packed],
+                packed,
                 group or "none",
                 version,
                 None if label < 0 else label,
@@ -183,9 +163,5 @@ def unpack(user_id: str, buf: bytes) -> UserState:
                 action,
             )
         )
-        i += n_packed
     s.pending = pending
-    s.extra = _decode_json(buf[i : i + n_extra]) if n_extra else {}
-    if i + n_extra != len(buf):
-        raise ValueError("compact state: length does not match its contents")
     return s

@@ -9,7 +9,7 @@ depend only on that user's events and the model in use, not on how fast the wate
 from __future__ import annotations
 
 import math
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -209,7 +209,7 @@ class Engine:
         store[user_id] = state
         return result
 
-    def rebuild(self, store: MutableMapping[str, UserState], clock: PartitionClock) -> int:
+    def rebuild(self, users: Iterable[tuple[str, UserState]], clock: PartitionClock) -> int:
         """Re-derive the deadline index from the table (on partition assignment).
 
         The stream time is not taken from the table: after a crash the changelog can hold
@@ -219,7 +219,7 @@ class Engine:
         events with one day of allowed lateness). The stream time is re-established by the
         events the partition processes from its committed offset on."""
         clock.reset()
-        for uid, state in store.items():
+        for uid, state in users:
             state.due = self.next_deadline(state)
             clock.schedule(uid, state.due)
         return len(clock)

@@ -173,7 +173,16 @@ class UserCache(MutableMapping[str, UserState]):
                     yield state
 
     def users_in(self, partition: int) -> dict[str, UserState]:
-        """Every user of ``partition`` this worker holds, with unflushed changes."""
+        """Every user of ``partition`` this worker holds, with unflushed changes (all at
+        once: see :meth:`partition_users` to walk them one at a time)."""
+        return dict(self.partition_users(partition))
+
+    def partition_users(self, partition: int) -> Iterator[tuple[str, UserState]]:
+        """(user_id, state) of every user of ``partition`` this worker holds, one at a
+        time. A user kept packed (memory://) is unpacked for its turn only, and a change
+        the caller made to it before asking for the next one (the deadline index sets
+        ``due``) is packed back: rebuilding a partition's deadlines never holds its users
+        as objects all at once. Deleting the user just yielded is allowed."""
         self.bind()
         if self._rocks:
             out: dict[str, Any] = {}
@@ -182,30 +191,29 @@ class UserCache(MutableMapping[str, UserState]):
             for uid, state in self._live.items():
                 if self.partition_of(uid) == partition:
                     out[uid] = state
-            return out
-        index = self._store._key_partition
-        live = self._live
-        out = {}
-        for uid, state in live.items():
+            yield from out.items()
+            return
+        index, dirty, live = self._store._key_partition, self.dirty, self._live
+        mine = []
+        for uid in live:
             p = index.get(uid)
             if p is None:
-                p = self.dirty.get(uid)
+                p = dirty.get(uid)
             if p is None:
                 p = self.partition_of(uid)
             if p == partition:
-                out[uid] = state
-        for uid, state in out.items():
-            if state.__class__ is bytes:  # at rest: stays packed (see settle)
-                out[uid] = compact.unpack(uid, state)
-        return out
-
-    def settle(self, states: dict[str, UserState]) -> None:
-        """After a caller changed states :meth:`users_in` returned (the deadline index
-        sets ``due`` on a partition's users): pack the change into the users kept at rest,
-        rather than holding a whole partition as objects."""
-        live = self._live
-        for uid, state in states.items():
-            if live.get(uid).__class__ is bytes:
+                mine.append(uid)
+        for uid in mine:
+            held = live.get(uid)
+            if held is None:
+                continue
+            if held.__class__ is not bytes:
+                yield uid, held
+                continue
+            state = compact.unpack(uid, held)
+            due = state.due
+            yield uid, state
+            if state.due != due and live.get(uid) is held:
                 live[uid] = compact.pack(state)
 
     # --- write-back ---------------------------------------------------------------------

@@ -488,4 +488,9 @@ def test_memory_store_packs_users_at_rest_and_unpacks_them_when_touched(
     assert state.events_total == 2 and state.offset == 1
     assert wiring(app).metrics.duplicates._value.get() == 1
     assert cache.users_in(2)[v].purchases_total == 1
-    assert isinstance(data[v], bytes)  # a partition rebuild leaves users at rest
+    # A partition's deadline rebuild reads its packed users one at a time, and leaves
+    # them packed
+    handler = wiring(app).score
+    handler.reset_clocks()
+    clock = handler.clock_for(cache, 2)
+    assert len(clock) == 1 and isinstance(data[v], bytes)

@@ -177,7 +177,7 @@ def test_restart_rebuilds_deadlines_and_gives_the_same_labels() -> None:
     after = Run()
     after.labels = list(restarted.labels)
     after.store = {k: UserState.from_dict(json.loads(v)) for k, v in saved.items()}
-    after.engine.rebuild(after.store, after.clock)
+    after.engine.rebuild(after.store.items(), after.clock)
     after.send(*tail)
     key = lambda lab: (lab.user_id, lab.scored_at, lab.label)  # noqa: E731
     assert sorted(map(key, after.labels)) == sorted(map(key, straight.labels))
