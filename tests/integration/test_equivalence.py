@@ -122,7 +122,9 @@ def run_both(
         (lab.user_id, round(lab.scored_at, 3)): lab.features for lab in run.resolved
     }
 
-    worker = start_worker(**engine)
+    # No users kept as objects between flushes: every user is packed at rest after each
+    # flush (core/compact.py) and unpacked by its next event, and must still agree.
+    worker = start_worker(**engine, state_cache_users="0")
     partitions = int(worker.env["STREAM_APP_TOPIC_PARTITIONS"])
     with ChurnProducer(kafka_bootstrap, worker.env["STREAM_APP_TOPIC_CLICKSTREAM"]) as prod:
         sent = replay(path, prod, rate=rate)["sent"]
