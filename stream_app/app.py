@@ -151,6 +151,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> ChurnApp:
     )
 
     engine = build_engine(settings)
+    cache.space = users.space = engine.space  # packed users drop vectors made again
     metrics.model_version.set(engine.scorer.version)
     metrics.model_ready.set(1 if engine.scorer.ready else 0)
     model_sync.set_bandit_means(engine, metrics)  # the prior's series before any snapshot

@@ -357,8 +357,8 @@ class LetterLog:
         self.pending[reason] += 1
         self.flush(now)
 
-    def flush(self, now: float, force: bool = False) -> None:
-        if not self.pending or (not force and now - self.since < self.every):
+    def flush(self, now: float) -> None:
+        if not self.pending or now - self.since < self.every:
             return
         counts = ", ".join(f"{r} {n}" for r, n in self.pending.most_common())
         log.warning("dead letters in the last %.0f s: %s", now - self.since, counts)

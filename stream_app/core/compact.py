@@ -22,7 +22,14 @@ import sys
 
 import msgspec
 
-from stream_app.core.features import Pending, UserState, sparse_pack, sparse_unpack
+from stream_app.core.features import (
+    FeatureSpace,
+    Pending,
+    UserState,
+    snapshot_pack,
+    sparse_pack,
+    sparse_unpack,
+)
 
 # anchor, first_ts, last_ts, last_purchase_ts, rating_sum, due, last_scored_ts, last_p,
 # last_snapshot_ts; offset; sessions_total, events_total, purchases_total, rating_n,
@@ -30,8 +37,9 @@ from stream_app.core.features import Pending, UserState, sparse_pack, sparse_unp
 # bytes, open snapshots, the msgpack tail.
 _HEAD = struct.Struct("<9dq7IHIIHI")
 # scored_at, p, resolved_at (NaN: None), model_version, label (-1: None), train, length of
-# the packed vector
+# the packed vector (_AGAIN: none kept, it is the state's own vector at scored_at)
 _SNAP = struct.Struct("<3dqbBH")
+_AGAIN = 0xFFFF
 
 # The tail, in msgpack (exact for floats, unlike JSON; a few bytes for small ints):
 # [categories with whole counts as ints, extra, [[group, segment, action] per snapshot]]
@@ -40,8 +48,17 @@ _decode_tail = msgspec.msgpack.Decoder().decode
 _intern = sys.intern
 
 
-def pack(state: UserState) -> bytes:
-    """``state`` as compact bytes (see the module's docstring)."""
+def _again(state: UserState, scored_at: float, space: FeatureSpace) -> bytes:
+    return snapshot_pack(state.vector(scored_at, space))
+
+
+def pack(state: UserState, space: FeatureSpace | None = None) -> bytes:
+    """``state`` as compact bytes (see the module's docstring).
+
+    With ``space``: a snapshot taken since the user's last event holds the very vector
+    the state gives at its ``scored_at`` (nothing it depends on changed since); such a
+    vector is not kept but made again by :func:`unpack`. Checked, not assumed: a vector
+    is dropped only when it equals the one made again, bit for bit."""
     ring = state.recent
     # Slots fill from the start: a user with fewer events than slots keeps only those.
     used = min(len(ring), 8 * state.events_total)
@@ -83,7 +100,14 @@ def pack(state: UserState) -> bytes:
     )
     out += sums
     out += ring[:used]
+    last_ts = state.last_ts
     for snap in pending:
+        vector = snap.packed
+        again = (
+            space is not None
+            and snap.scored_at >= last_ts
+            and _again(state, snap.scored_at, space) == vector
+        )
         out += _SNAP.pack(
             snap.scored_at,
             snap.p,
@@ -91,15 +115,17 @@ def pack(state: UserState) -> bytes:
             snap.model_version,
             -1 if snap.label is None else snap.label,
             1 if snap.train else 0,
-            len(snap.packed),
+            _AGAIN if again else len(vector),
         )
-        out += snap.packed
+        if not again:
+            out += vector
     out += tail
     return bytes(out)
 
 
-def unpack(user_id: str, buf: bytes) -> UserState:
-    """The state :func:`pack` made, as objects again."""
+def unpack(user_id: str, buf: bytes, space: FeatureSpace | None = None) -> UserState:
+    """The state :func:`pack` made, as objects again (``space``: the one it was packed
+    with, needed when it dropped a vector)."""
     s = UserState.__new__(UserState)
     s.user_id = user_id
     (
@@ -134,16 +160,25 @@ def unpack(user_id: str, buf: bytes) -> UserState:
     s.recent = ring
     i += used
     snaps = []
+    lazy = False
     for _ in range(n_pending):
         row = _SNAP.unpack_from(buf, i)
         i += _SNAP.size
-        snaps.append((row, buf[i : i + row[6]]))
-        i += row[6]
+        if row[6] == _AGAIN:
+            snaps.append((row, b""))
+            lazy = True
+        else:
+            snaps.append((row, buf[i : i + row[6]]))
+            i += row[6]
     if i + n_tail != len(buf):
         raise ValueError("compact state: length does not match its contents")
     cats, extra, arms = _decode_tail(buf[i:])
     s.categories = {_intern(k): float(v) for k, v in cats.items()}
     s.extra = extra
+    if lazy:
+        if space is None:
+            raise ValueError("compact state: a snapshot's vector must be made again (no space)")
+        snaps = [(row, packed or _again(s, row[0], space)) for row, packed in snaps]
     pending = []
     for ((scored_at, p, resolved_at, version, label, train, _n), packed), arm in zip(
         snaps, arms, strict=True

@@ -14,7 +14,7 @@ import msgspec
 from faust.serializers import codecs
 
 from stream_app.core import compact
-from stream_app.core.features import UserState
+from stream_app.core.features import FeatureSpace, UserState
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,8 @@ class UserTable(faust.Table):  # type: ignore[type-arg]
     memory:// straight into the compact bytes a user at rest is kept as
     (runtime/user_cache.py), so a recovered worker holds no user as objects."""
 
+    space: FeatureSpace | None = None  # the engine's (set by the app): see core/compact.py
+
     async def on_recovery_completed(self, active_tps: Any, standby_tps: Any) -> None:
         await super().on_recovery_completed(active_tps, standby_tps)
         release_memory()
@@ -53,7 +55,7 @@ class UserTable(faust.Table):  # type: ignore[type-arg]
         state = UserState.from_dict(v)
         if hasattr(self.data, "_db_for_partition"):  # rocksdb:// (which stores raw bytes)
             return state
-        return compact.pack(state)
+        return compact.pack(state, self.space)
 
 
 def rocksdb_options(settings: Settings) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from typing import Any
 from faust.types import TP
 
 from stream_app.core import compact
-from stream_app.core.features import UserState
+from stream_app.core.features import FeatureSpace, UserState
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,9 @@ class UserCache(MutableMapping[str, UserState]):
         self.partition_of = partition_of
         self.capacity = capacity
         self.partition = 0
+        # The engine's feature space: packed users keep no vector a snapshot can have
+        # made again from the state (core/compact.py). Set by the app; None: keep all.
+        self.space: FeatureSpace | None = None
         self.dirty: dict[str, int] = {}  # user_id -> partition, in first-write order
         self._store: Any = None
         self._rocks = False
@@ -109,7 +112,7 @@ class UserCache(MutableMapping[str, UserState]):
         state = self._live.get(user_id)
         if state is not None:
             if state.__class__ is bytes:  # memory://, at rest
-                state = compact.unpack(user_id, state)
+                state = compact.unpack(user_id, state, self.space)
                 self._live[user_id] = state
                 self._hot.add(user_id)
             return state
@@ -152,7 +155,7 @@ class UserCache(MutableMapping[str, UserState]):
         self.bind()
         state = self._live.get(user_id)
         if state is not None or not self._rocks:
-            found: UserState | None = _object(user_id, state)
+            found: UserState | None = self._object(user_id, state)
             return found
         partition = self.partition_of(user_id)
         if user_id in self._erased or partition not in self._store._dbs:
@@ -210,17 +213,13 @@ class UserCache(MutableMapping[str, UserState]):
             if held.__class__ is not bytes:
                 yield uid, held
                 continue
-            state = compact.unpack(uid, held)
+            state = compact.unpack(uid, held, self.space)
             due = state.due
             yield uid, state
             if state.due != due and live.get(uid) is held:
-                live[uid] = compact.pack(state)
+                live[uid] = compact.pack(state, self.space)
 
     # --- write-back ---------------------------------------------------------------------
-    def take_dirty(self) -> list[tuple[str, int, bytes | None]]:
-        """:meth:`swap_dirty` and :meth:`encode` of all of them at once."""
-        return self.encode(list(self.swap_dirty().items()))
-
     def swap_dirty(self) -> dict[str, int]:
         """The dirty users (user_id -> partition), and a fresh dirty set for the next
         flush. A user changed again after this is dirty again."""
@@ -241,7 +240,7 @@ class UserCache(MutableMapping[str, UserState]):
             if state is None:
                 out.append((uid, partition, None))
             else:
-                out.append((uid, partition, encode(_object(uid, state))))
+                out.append((uid, partition, encode(self._object(uid, state))))
         if not self._rocks:
             index, hot = self._store._key_partition, self._hot
             for uid, partition, payload in out:
@@ -305,8 +304,15 @@ class UserCache(MutableMapping[str, UserState]):
                 continue
             state = live.get(uid)
             if state is not None and state.__class__ is not bytes:
-                live[uid] = compact.pack(state)
+                live[uid] = compact.pack(state, self.space)
         self._hot = keep
+
+    def _object(self, user_id: str, state: Any) -> Any:
+        """A state as an object whether the store holds it packed or not (read only: a
+        changed copy of packed bytes is not written back)."""
+        if state.__class__ is bytes:
+            return compact.unpack(user_id, state, self.space)
+        return state
 
     def erase(self, user_id: str) -> bool:
         """Forget a user (GDPR erasure); the next flush writes a tombstone. True when the
@@ -322,10 +328,3 @@ class UserCache(MutableMapping[str, UserState]):
         self.dirty[user_id] = partition
         return known
 
-
-def _object(user_id: str, state: Any) -> Any:
-    """A state as an object whether the store holds it packed or not (read only: a
-    changed copy of packed bytes is not written back)."""
-    if state.__class__ is bytes:
-        return compact.unpack(user_id, state)
-    return state

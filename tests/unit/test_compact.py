@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from stream_app.core import compact
-from stream_app.core.features import Pending, UserState
+from stream_app.core.features import FeatureSpace, Pending, UserState
 from stream_app.offline.evaluate import EvaluateOptions, Replay
 from stream_app.offline.generate import Generator
 from stream_app.settings import load_settings
@@ -22,14 +22,15 @@ class PackedStore(MutableMapping[str, UserState]):
     """A store that packs every state the moment it is written and unpacks it on every
     read: the worst case of the memory:// cache, which packs users at rest."""
 
-    def __init__(self) -> None:
+    def __init__(self, space: FeatureSpace) -> None:
         self.data: dict[str, bytes] = {}
+        self.space = space
 
     def __getitem__(self, uid: str) -> UserState:
-        return compact.unpack(uid, self.data[uid])
+        return compact.unpack(uid, self.data[uid], self.space)
 
     def __setitem__(self, uid: str, state: UserState) -> None:
-        self.data[uid] = compact.pack(state)
+        self.data[uid] = compact.pack(state, self.space)
 
     def __delitem__(self, uid: str) -> None:
         del self.data[uid]
@@ -63,25 +64,42 @@ def as_json(state: UserState) -> str:
 
 def test_every_state_of_a_replay_round_trips_exactly(events: Path) -> None:
     run, _ = replay(events, None)
+    space = run.engine.space
     states = list(run.store.values())
     assert len(states) > 100
     assert any(s.pending for s in states) and any(s.extra for s in states)
     assert any(p.action is not None for s in states for p in s.pending)
+    remade = 0
     for state in states:
-        raw = compact.pack(state)
-        assert isinstance(raw, bytes)
-        again = compact.unpack(state.user_id, raw)
-        assert as_json(again) == as_json(state)
-        assert again.sums.tobytes() == state.sums.tobytes()
-        # smaller than the changelog's JSON of the same state
-        assert len(raw) < len(json.dumps(state.to_dict()))
+        for with_space in (None, space):
+            raw = compact.pack(state, with_space)
+            assert isinstance(raw, bytes)
+            again = compact.unpack(state.user_id, raw, with_space)
+            assert as_json(again) == as_json(state)
+            assert again.sums.tobytes() == state.sums.tobytes()
+            assert [p.packed for p in again.pending] == [p.packed for p in state.pending]
+            # smaller than the changelog's JSON of the same state
+            assert len(raw) < len(json.dumps(state.to_dict()))
+        remade += len(compact.pack(state)) - len(compact.pack(state, space))
+    # snapshots taken since the user's last event keep no vector when packed with space
+    assert remade > 0
+
+
+def test_a_dropped_vector_cannot_be_unpacked_without_the_space(events: Path) -> None:
+    run, _ = replay(events, None)
+    space = run.engine.space
+    state = next(
+        s for s in run.store.values() if len(compact.pack(s, space)) < len(compact.pack(s))
+    )
+    with pytest.raises(ValueError, match="made again"):
+        compact.unpack(state.user_id, compact.pack(state, space))
 
 
 def test_a_replay_through_packed_states_gives_the_same_results(events: Path) -> None:
     """Packing after every event and unpacking before the next changes nothing: the
     same labels (ids, values, scores, feature vectors) and the same final states."""
     plain, labels = replay(events, None)
-    packed_store = PackedStore()
+    packed_store = PackedStore(plain.engine.space)
     packed, packed_labels = replay(events, packed_store)
     assert packed_labels == labels and len(labels) > 100
     assert packed.decisions.outcomes == plain.decisions.outcomes
