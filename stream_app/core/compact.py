@@ -16,7 +16,6 @@ stored twice).
 
 from __future__ import annotations
 
-import math
 import struct
 import sys
 
@@ -36,10 +35,15 @@ from stream_app.core.features import (
 # recent_pos, rescore_idx, spell_snapshots; lengths: packed sums, ring capacity and used
 # bytes, open snapshots, the msgpack tail.
 _HEAD = struct.Struct("<9dq7IHIIHI")
-# scored_at, p, resolved_at (NaN: None), model_version, label (-1: None), train, length of
-# the packed vector (_AGAIN: none kept, it is the state's own vector at scored_at)
-_SNAP = struct.Struct("<3dqbBH")
+# scored_at, p, model_version, flags, length of the packed vector (_AGAIN: none kept, it
+# is the state's own vector at scored_at); then resolved_at when the flags say so.
+_SNAP = struct.Struct("<2dqBH")
 _AGAIN = 0xFFFF
+_TRAIN, _LABELLED, _LABEL_1, _RESOLVED = 1, 2, 4, 8
+_TIME = struct.Struct("<d")
+# The policy's groups as one byte in the tail (any other name is kept as text).
+_GROUPS = ("none", "treatment", "holdout")
+_GROUP_CODE = {g: i for i, g in enumerate(_GROUPS)}
 
 # The tail, in msgpack (exact for floats, unlike JSON; a few bytes for small ints):
 # [categories with whole counts as ints, extra, [[group, segment, action] per snapshot]]
@@ -70,7 +74,14 @@ def pack(state: UserState, space: FeatureSpace | None = None) -> bytes:
         k: int(v) if v.is_integer() and abs(v) < 2**53 else v for k, v in state.categories.items()
     }
     tail = _encode_tail(
-        [cats, state.extra, [[snap.group, snap.segment, snap.action] for snap in pending]]
+        [
+            cats,
+            state.extra,
+            [
+                [_GROUP_CODE.get(snap.group, snap.group), snap.segment, snap.action]
+                for snap in pending
+            ],
+        ]
     )
     out = bytearray(
         _HEAD.pack(
@@ -108,15 +119,19 @@ def pack(state: UserState, space: FeatureSpace | None = None) -> bytes:
             and snap.scored_at >= last_ts
             and _again(state, snap.scored_at, space) == vector
         )
-        out += _SNAP.pack(
-            snap.scored_at,
-            snap.p,
-            math.nan if snap.resolved_at is None else snap.resolved_at,
-            snap.model_version,
-            -1 if snap.label is None else snap.label,
-            1 if snap.train else 0,
-            _AGAIN if again else len(vector),
+        label, resolved_at = snap.label, snap.resolved_at
+        if label not in (None, 0, 1):
+            raise ValueError(f"compact state: label {label!r} is not 0, 1 or None")
+        flags = (
+            (_TRAIN if snap.train else 0)
+            | (0 if label is None else _LABELLED | (_LABEL_1 if label else 0))
+            | (0 if resolved_at is None else _RESOLVED)
         )
+        out += _SNAP.pack(
+            snap.scored_at, snap.p, snap.model_version, flags, _AGAIN if again else len(vector)
+        )
+        if resolved_at is not None:
+            out += _TIME.pack(resolved_at)
         if not again:
             out += vector
     out += tail
@@ -162,14 +177,19 @@ def unpack(user_id: str, buf: bytes, space: FeatureSpace | None = None) -> UserS
     snaps = []
     lazy = False
     for _ in range(n_pending):
-        row = _SNAP.unpack_from(buf, i)
+        scored_at, p, version, flags, n_vector = _SNAP.unpack_from(buf, i)
         i += _SNAP.size
-        if row[6] == _AGAIN:
+        resolved_at = None
+        if flags & _RESOLVED:
+            (resolved_at,) = _TIME.unpack_from(buf, i)
+            i += _TIME.size
+        row = (scored_at, p, version, flags, resolved_at)
+        if n_vector == _AGAIN:
             snaps.append((row, b""))
             lazy = True
         else:
-            snaps.append((row, buf[i : i + row[6]]))
-            i += row[6]
+            snaps.append((row, buf[i : i + n_vector]))
+            i += n_vector
     if i + n_tail != len(buf):
         raise ValueError("compact state: length does not match its contents")
     cats, extra, arms = _decode_tail(buf[i:])
@@ -180,22 +200,20 @@ def unpack(user_id: str, buf: bytes, space: FeatureSpace | None = None) -> UserS
             raise ValueError("compact state: a snapshot's vector must be made again (no space)")
         snaps = [(row, packed or _again(s, row[0], space)) for row, packed in snaps]
     pending = []
-    for ((scored_at, p, resolved_at, version, label, train, _n), packed), arm in zip(
-        snaps, arms, strict=True
-    ):
-        group, segment, action = (None if a is None else _intern(a) for a in arm)
+    for ((scored_at, p, version, flags, resolved_at), packed), arm in zip(snaps, arms, strict=True):
+        group, segment, action = arm
         pending.append(
             Pending(
                 scored_at,
                 p,
                 packed,
-                group or "none",
+                _GROUPS[group] if isinstance(group, int) else _intern(group),
                 version,
-                None if label < 0 else label,
-                None if math.isnan(resolved_at) else resolved_at,
-                bool(train),
-                segment,
-                action,
+                (1 if flags & _LABEL_1 else 0) if flags & _LABELLED else None,
+                resolved_at,
+                bool(flags & _TRAIN),
+                None if segment is None else _intern(segment),
+                None if action is None else _intern(action),
             )
         )
     s.pending = pending
