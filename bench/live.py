@@ -282,7 +282,7 @@ def measure_recovery(
 
 
 def measure_memory(
-    bootstrap: str, events: Path, workdir: Path, store: str, copies: tuple[int, int] = (1, 10)
+    bootstrap: str, events: Path, workdir: Path, store: str, copies: tuple[int, int] = (1, 25)
 ) -> dict[str, Any]:
     """(e) Resident memory per tracked user: the users the bench file leaves (replayed
     offline, the same engine), written to a fresh app's changelog ``copies[0]`` and then
@@ -633,8 +633,9 @@ def run_sustained(
     """The highest paced rate one fresh worker holds for ``seconds``: lag (events produced
     but not yet handled) sampled every second stays under one second of traffic at the end
     and does not grow over the second half. Steps up by 25% from ``start_rate`` until a
-    rate is not held, the producer cannot reach it, or ``max_steps``. The events are the
-    next lines of ``path`` (a file long enough for every step), in order."""
+    rate is not held; when ``start_rate`` itself is not held, steps down by 20% until one
+    is; at most ``max_steps``, or until the producer cannot reach a rate. The events are
+    the next lines of ``path`` (a file long enough for every step), in order."""
     topic = f"bench-sus-{uuid.uuid4().hex[:6]}"
     from kafka.admin import KafkaAdminClient, NewTopic
 
@@ -683,10 +684,12 @@ def run_sustained(
                     }
                 )
                 log(f"sustained: {steps[-1]}")
-                if not held:
+                going_down = not steps[0]["held"]
+                if held:
+                    held_rate = max(held_rate, achieved)
+                if going_down == held:  # up: the first miss ends it; down: the first hold
                     break
-                held_rate = achieved
-                rate *= 1.25
+                rate *= 0.8 if going_down else 1.25
                 while w.handled() < produced:  # drain before the next step
                     time.sleep(0.5)
         paced.close()
