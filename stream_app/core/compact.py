@@ -1,8 +1,8 @@
 """A user state as one compact bytes object, for users at rest in memory.
 
-A :class:`UserState` in Python objects costs about 5.6 KB (measured on the bench's users:
-open training snapshots 2.3 KB, category counts 1.0 KB, the dedup ring 0.6 KB, policy
-state 0.6 KB, decayed sums 0.4 KB, the rest in boxed floats and object headers). Most
+A :class:`UserState` in Python objects costs about 4.7 KB on the bench's users (open
+training snapshots, category counts, the dedup ring, policy state, decayed sums, boxed
+floats and object headers); packed here, about 1.6 KB (docs/performance.md). Most
 tracked users are silent at any moment, so the ``memory://`` store keeps them as the bytes
 made here and turns them back into objects when an event or a timer touches them
 (runtime/user_cache.py). This form never leaves the process: the changelog and RocksDB keep

@@ -15,7 +15,7 @@ confirmed flush, and that work is redone from the uncommitted offsets.
 Two backends, chosen by the table's store URL:
 
 - memory:// — the store's dict holds every user: a ``UserState`` while the user is in use,
-  else the compact bytes of core/compact.py (about 2.6 KB against 5.6 KB of objects;
+  else the compact bytes of core/compact.py (about 1.6 KB against 4.7 KB of objects;
   recovery loads users compact, see runtime/table.py). A user read by an event or a timer
   becomes an object again; after a flush, once more than ``capacity`` users are objects,
   the clean ones are packed back. The cache also keeps faust's key -> partition index up
