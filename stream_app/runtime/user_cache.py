@@ -327,4 +327,3 @@ class UserCache(MutableMapping[str, UserState]):
             self._erased.add(user_id)
         self.dirty[user_id] = partition
         return known
-
