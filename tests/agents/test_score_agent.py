@@ -494,3 +494,34 @@ def test_memory_store_packs_users_at_rest_and_unpacks_them_when_touched(
     handler.reset_clocks()
     clock = handler.clock_for(cache, 2)
     assert len(clock) == 1 and isinstance(data[v], bytes)
+
+
+def test_packing_is_spread_over_flushes(
+    tmp_path: Path, sent: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At most PACK_PER_FLUSH users are packed a flush (packing runs on the score loop):
+    the rest stay objects until the next flushes."""
+    from stream_app.runtime import user_cache
+
+    monkeypatch.setattr(user_cache, "PACK_PER_FLUSH", 1)
+    settings = load_settings(
+        topic_partitions=PARTITIONS, data_dir=str(tmp_path), state_cache_users=0
+    )
+    app = create_app(settings)
+    app.finalize()
+    app.conf.store = "memory://"
+    app.flow_control.resume()
+    u, v = user_on(0), user_on(2)
+    run(
+        app,
+        [
+            (u.encode(), event(u, "2026-01-05T12:00:00Z"), 0),
+            (v.encode(), event(v, "2026-01-05T12:00:30Z"), 2),
+        ],
+    )
+    cache = wiring(app).cache
+    data = cache.table.data.data
+    # the flush that wrote them packed one of the two (both clean once written), not both
+    assert sum(isinstance(data[x], bytes) for x in (u, v)) == 1
+    cache._pack_clean()  # what the next flush does once its writes are confirmed
+    assert isinstance(data[u], bytes) and isinstance(data[v], bytes)
