@@ -529,26 +529,25 @@ def snapshot_unpack(packed: bytes) -> array[float]:
 def _narrow(wide: bytes) -> bytes:
     """A :func:`sparse_pack` vector with its entries rounded to float32 (exact when they
     already are: what the changelog keeps, so narrowing on load loses nothing)."""
-    head = 2 + (int.from_bytes(wide[:2], "little") + 7) // 8
-    values = array("d", wide[head:])
-    if sys.byteorder != "little":
-        values.byteswap()
-    narrow = array("f", values)
-    if sys.byteorder != "little":
-        narrow.byteswap()
-    return wide[:head] + narrow.tobytes()
+    return _recast(wide, "d", "f")
 
 
 def _widen(packed: bytes) -> bytes:
     """:func:`_narrow` undone: the float64 layout the changelog has always carried."""
+    return _recast(packed, "f", "d")
+
+
+def _recast(packed: bytes, source: str, target: str) -> bytes:
+    """A sparse-packed vector with its entries (little-endian ``array`` typecode
+    ``source``) converted to ``target``; the length and bitmap stay as they are."""
     head = 2 + (int.from_bytes(packed[:2], "little") + 7) // 8
-    narrow = array("f", packed[head:])
+    values = array(source, packed[head:])
     if sys.byteorder != "little":
-        narrow.byteswap()
-    wide = array("d", narrow)
+        values.byteswap()
+    out = array(target, values)
     if sys.byteorder != "little":
-        wide.byteswap()
-    return packed[:head] + wide.tobytes()
+        out.byteswap()
+    return packed[:head] + out.tobytes()
 
 
 def sparse_unpack(packed: bytes) -> array[float]:

@@ -6,7 +6,6 @@ import ctypes
 import ctypes.util
 import gc
 import json
-import logging
 from typing import Any
 
 import faust
@@ -16,8 +15,6 @@ from faust.serializers import codecs
 from stream_app.core import compact
 from stream_app.core.features import FeatureSpace, UserState
 from stream_app.settings import Settings
-
-log = logging.getLogger(__name__)
 
 
 class UserStateCodec(codecs.Codec):

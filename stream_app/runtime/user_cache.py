@@ -40,9 +40,9 @@ from stream_app.core.features import FeatureSpace, UserState
 log = logging.getLogger(__name__)
 
 Encode = Callable[[UserState], bytes]
+Decode = Callable[[bytes], UserState]
 
 PACK_PER_FLUSH = 2_000  # memory://: users packed at most per flush (about 40 ms)
-Decode = Callable[[bytes], UserState]
 
 
 class UserCache(MutableMapping[str, UserState]):
