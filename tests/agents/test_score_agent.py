@@ -24,6 +24,7 @@ from faust.types import TP
 
 from stream_app.agents.erasure import ErasureHandler
 from stream_app.app import create_app, wiring
+from stream_app.core import compact
 from stream_app.kafka.send import partition_for
 from stream_app.runtime.batches import Batch
 from stream_app.settings import load_settings
@@ -45,20 +46,18 @@ def event(user: str, ts: str, etype: str = "page_view", eid: str | None = None, 
     ).encode()
 
 
-@pytest.fixture
-def app(tmp_path: Path) -> faust.App:
-    settings = load_settings(
-        topic_partitions=PARTITIONS,
-        data_dir=str(tmp_path),
-        horizon="1d",
-        snapshot_interval="1h",
-        allowed_lateness="1h",
-    )
-    app = create_app(settings)
+def memory_app(tmp_path: Path, **settings: Any) -> faust.App:
+    """An app on the memory store, finalized and flowing, without a broker."""
+    app = create_app(load_settings(topic_partitions=PARTITIONS, data_dir=str(tmp_path), **settings))
     app.finalize()
     app.conf.store = "memory://"
     app.flow_control.resume()
     return app
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> faust.App:
+    return memory_app(tmp_path, horizon="1d", snapshot_interval="1h", allowed_lateness="1h")
 
 
 class Record(NamedTuple):
@@ -462,13 +461,7 @@ def test_memory_store_packs_users_at_rest_and_unpacks_them_when_touched(
     """memory:// beyond STREAM_APP_STATE_CACHE_USERS: after a flush, users not changed since
     are kept as compact bytes; the next event or lookup turns one back into an object
     with nothing lost."""
-    settings = load_settings(
-        topic_partitions=PARTITIONS, data_dir=str(tmp_path), state_cache_users=1
-    )
-    app = create_app(settings)
-    app.finalize()
-    app.conf.store = "memory://"
-    app.flow_control.resume()
+    app = memory_app(tmp_path, state_cache_users=1)
     u, v = user_on(0), user_on(2)
     run(app, [(u.encode(), event(u, "2026-01-05T12:00:00Z"), 0)])
     run(app, [(v.encode(), event(v, "2026-01-05T12:00:30Z", "purchase", revenue=2.0), 2)])
@@ -494,6 +487,14 @@ def test_memory_store_packs_users_at_rest_and_unpacks_them_when_touched(
     handler.reset_clocks()
     clock = handler.clock_for(cache, 2)
     assert len(clock) == 1 and isinstance(data[v], bytes)
+    # ... and packs back a deadline the rebuild changed (here: one stored stale)
+    due = cache.lookup(v).due
+    stale = cache.lookup(v)
+    stale.due = float("inf")
+    data[v] = compact.pack(stale, cache.space)
+    handler.reset_clocks()
+    handler.clock_for(cache, 2)
+    assert isinstance(data[v], bytes) and cache.lookup(v).due == due < float("inf")
 
 
 def test_packing_is_spread_over_flushes(
@@ -504,13 +505,7 @@ def test_packing_is_spread_over_flushes(
     from stream_app.runtime import user_cache
 
     monkeypatch.setattr(user_cache, "PACK_PER_FLUSH", 1)
-    settings = load_settings(
-        topic_partitions=PARTITIONS, data_dir=str(tmp_path), state_cache_users=0
-    )
-    app = create_app(settings)
-    app.finalize()
-    app.conf.store = "memory://"
-    app.flow_control.resume()
+    app = memory_app(tmp_path, state_cache_users=0)
     u, v = user_on(0), user_on(2)
     run(
         app,
