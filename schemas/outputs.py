@@ -200,13 +200,20 @@ class _Flagged(_Out):
         "deadline, with no event."
     )
     p: Probability = Field(description="Churn probability of this score.")
+    risk: Probability | None = Field(
+        None,
+        description="What the policy's thresholds judged (policy spike.risk): with the "
+        "default, left, the chance the user has left, p less the chance that a loyal user "
+        "of their recent session rate is quiet for the whole horizon; with p, p itself. "
+        "previous_p, baseline and the tiers are on this scale. Null from older workers.",
+    )
     previous_p: Probability | None = Field(
-        None, description="The user's previous score (none before their first)."
+        None, description="The user's previous risk (none before their first score)."
     )
     baseline: Probability | None = Field(
-        None, description="The user's own baseline: event-time EWMA of their past scores."
+        None, description="The user's own baseline: event-time EWMA of their past risks."
     )
-    tier: Tier
+    tier: Tier = Field(description="Tier of the risk (policy tiers).")
     previous_tier: Tier
     action: Action
     categories: list[str] = Field(

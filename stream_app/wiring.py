@@ -99,5 +99,5 @@ def build_engine(settings: Settings) -> Engine:
     engine = Engine(settings.as_engine_config())
     config = load_policy(settings.policy_file)
     if config.enabled:
-        engine.policy = Policy(config, engine.space)
+        engine.policy = Policy(config, engine.space, engine.config.horizon)
     return engine

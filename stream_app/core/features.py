@@ -113,6 +113,15 @@ class FeatureSpace:
         self.mid = max(0, len(self.half_lives) - 2)
         self.rate_mid = LN2 / (self.half_lives[self.mid] / DAY)
 
+    def session_rate(self, state: UserState) -> float:
+        """Sessions a day as of the user's last event, over the longest half-life (the
+        decayed session count times ln 2 / half-life); 0 before the first event."""
+        if not state.sessions_total:
+            return 0.0
+        long_base = (len(self.half_lives) - 1) * N_SLOTS
+        decay = 2.0 ** (-(state.last_ts - state.anchor) * self.inv[-1])
+        return float(state.sums[long_base + SESSIONS] * decay * self.rate_long)
+
     def new_state(self, user_id: str) -> UserState:
         return UserState(user_id, len(self.half_lives), self.dedup_capacity)
 

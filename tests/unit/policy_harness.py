@@ -33,8 +33,15 @@ def vector(**named: float) -> list[float]:
 
 
 def config(**sections: Any) -> PolicyConfig:
-    """Defaults, with no holdout and a breaker that needs many users (tests opt back in)."""
-    doc: dict[str, Any] = {"holdout": {"share": 0.0}, "breaker": {"min_scored": 10**6}}
+    """Defaults, with no holdout and a breaker that needs many users (tests opt back in).
+    The thresholds judge p itself, with one entry of 0.3 for both scorers: these tests
+    drive the state machine with the scores they name (test_policy_risk.py tests the
+    default, the chance the user has left)."""
+    doc: dict[str, Any] = {
+        "holdout": {"share": 0.0},
+        "breaker": {"min_scored": 10**6},
+        "spike": {"risk": "p", "entry": 0.3, "prior_entry": 0.3},
+    }
     for key, value in sections.items():
         if isinstance(value, dict):
             doc[key] = {**doc.get(key, {}), **value}

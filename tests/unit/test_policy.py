@@ -50,7 +50,7 @@ def test_a_tier_increase_is_a_spike_even_without_a_jump() -> None:
 
 
 def test_risk_below_the_entry_threshold_is_never_flagged() -> None:
-    h = Harness(config(spike={"entry": 0.5, "rearm_below": 0.2}))
+    h = Harness(config(spike={"entry": 0.5, "prior_entry": 0.5, "rearm_below": 0.2}))
     assert h.series("u", [(0, 0.01), (1, 0.45), (2, 0.49)]) == [None, None, None]
     assert h.score("u", 3, 0.55) is not None
 

@@ -88,7 +88,7 @@ def test_the_demo_makes_the_readme_figures_without_kafka(tmp_path: Path) -> None
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STREAM_APP_", "KAFKA_"))}
     proc = subprocess.run(
         [sys.executable, str(ROOT / "tools/demo.py"), "--report-only"]
-        + ["--users", "300", "--days", "45", "--dir", str(out)],
+        + ["--users", "300", "--days", "60", "--dir", str(out)],
         env=env,
         capture_output=True,
         text=True,

@@ -33,7 +33,18 @@ class Tiers(_Section):
 
 
 class Spike(_Section):
-    entry: Probability = Field(0.3, description="Risk at or above this can be flagged.")
+    risk: Literal["left", "p"] = Field(
+        "left",
+        description="What the thresholds judge. left: the chance the user has left, the "
+        "score less the chance that a loyal user of their recent session rate has no "
+        "session in the whole horizon ((p - quiet) / (1 - quiet)); p: the score itself.",
+    )
+    entry: Probability = Field(
+        0.38, description="Risk at or above this can be flagged (the learned model scores)."
+    )
+    prior_entry: Probability = Field(
+        0.26, description="The same while the cold-start prior scores (recency alone)."
+    )
     jump: Probability = Field(0.15, description="Rise over the user's own baseline.")
     baseline_half_life: PositiveSeconds = Field(7 * DAY, description="EWMA of past scores.")
     tier_increase: bool = Field(True, description="A rise to a higher tier also counts.")
@@ -138,9 +149,10 @@ class PolicyConfig(_Section):
             (self.tiers.high > self.tiers.mid, "tiers.high", "must be > tiers.mid"),
             (self.tiers.mid > 0, "tiers.mid", "must be > 0"),
             (
-                self.spike.rearm_below <= self.spike.entry,
+                self.spike.rearm_below <= min(self.spike.entry, self.spike.prior_entry),
                 "spike.rearm_below",
-                "must be <= spike.entry (hysteresis re-arms below the entry threshold)",
+                "must be <= spike.entry and spike.prior_entry (hysteresis re-arms below the "
+                "entry threshold)",
             ),
             (
                 self.breaker.close_share < self.breaker.open_share,

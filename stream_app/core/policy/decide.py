@@ -21,6 +21,7 @@ Suppression = Literal["breaker_open", "cooldown", "user_cap", "budget"]
 Group = Literal["none", "treatment", "holdout"]
 Trigger = Literal["event", "silence"]
 TIERS: tuple[str, str, str] = ("low", "mid", "high")
+DAY = 86400.0
 
 
 class ScoreLike(Protocol):
@@ -64,6 +65,9 @@ class DecisionOut:
     policy_version: str
     segment: str = ""  # the user's segment for the bandit (bandit.segments)
     rules_action: Action | None = None  # what the rules chose (the chooser may differ)
+    # What the thresholds judged (spike.risk); previous_p, baseline and the tiers are on
+    # its scale. None from callers that build a DecisionOut by hand (tests).
+    risk: float | None = None
 
     @property
     def group(self) -> Group:
@@ -80,10 +84,14 @@ class Policy:
     (only the send differs), so the holdout stays a random sample of the flagged.
     """
 
-    def __init__(self, config: PolicyConfig, space: FeatureSpace) -> None:
+    def __init__(
+        self, config: PolicyConfig, space: FeatureSpace, horizon: float = 30 * DAY
+    ) -> None:
         self.config = config
         self.version = config.version
         self._view = ViewBuilder(space)
+        self._space = space
+        self._horizon_days = horizon / DAY  # the label's horizon: what p is the chance of
         # The bandit's counts in use: the latest model snapshot's (use_posterior), shared
         # by every worker; the bandit chooser reads them, the rules keep them for the gauge.
         self.posterior = Posterior()
@@ -120,6 +128,19 @@ class Policy:
             min_scored=c.breaker.min_scored,
         )
 
+    def risk(self, state: UserState, p: float) -> float:
+        """What the thresholds judge (``spike.risk``). ``left``: p is the chance of no
+        session within the horizon, and a loyal user who keeps their recent session rate
+        r has none with chance ``quiet = exp(-r * horizon)``; the chance the user has left
+        is then ``(p - quiet) / (1 - quiet)``. It discounts the light user whose silence is
+        ordinary for them (docs/policy.md, *Risk*); a user with no recent session has 0."""
+        if self.config.spike.risk == "p":
+            return p
+        quiet = math.exp(-self._space.session_rate(state) * self._horizon_days)
+        if quiet >= 1.0:
+            return 0.0
+        return min(1.0, max(0.0, (p - quiet) / (1.0 - quiet)))
+
     def tier(self, p: float) -> int:
         t = self.config.tiers
         return 2 if p >= t.high else 1 if p >= t.mid else 0
@@ -141,11 +162,12 @@ class Policy:
             return None
         s = c.spike
         mine = UserPolicy.load(state.extra)
-        p, at = score.p, score.ts
+        p, at = self.risk(state, score.p), score.ts
         tier = self.tier(p)
         baseline, prev_p, prev_tier = mine.baseline, mine.prev_p, mine.prev_tier
         jumped = baseline is not None and p - baseline >= s.jump
-        spiked = p >= s.entry and (jumped or (s.tier_increase and tier > prev_tier))
+        entry = s.entry if scorer.ready else s.prior_entry
+        spiked = p >= entry and (jumped or (s.tier_increase and tier > prev_tier))
         if not mine.armed and p < s.rearm_below:
             mine.armed = True
         # The breaker counts each user at most once per window, armed or not: a broken
@@ -188,7 +210,7 @@ class Policy:
             user_id=score.user_id,
             ts=at,
             trigger=trigger,
-            p=p,
+            p=score.p,
             previous_p=prev_p,
             baseline=baseline,
             tier=TIERS[tier],
@@ -203,6 +225,7 @@ class Policy:
             policy_version=self.version,
             segment=segment,
             rules_action=rules_action,
+            risk=p,
         )
 
     def _limit(self, mine: UserPolicy, at: float, guard: PartitionGuard) -> Suppression | None:

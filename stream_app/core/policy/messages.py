@@ -16,6 +16,7 @@ def _common(out: DecisionOut, decided_at: float | None) -> dict[str, Any]:
         "ts": datetime.fromtimestamp(out.ts, tz=UTC),
         "trigger": out.trigger,
         "p": out.p,
+        "risk": out.risk,
         "previous_p": out.previous_p,
         "baseline": out.baseline,
         "tier": out.tier,
