@@ -20,9 +20,14 @@ from tests.integration.conftest import SHORT_LEARNING, Worker, wait_for
 SETTINGS = SHORT_LEARNING
 # A touchy breaker (its gauge only exists once it changed) and a small budget, so spikes are
 # suppressed; a large holdout, so both groups have resolved examples; treated examples
-# skipped by the learner (churn_training_skipped_total gets a series).
+# skipped by the learner (churn_training_skipped_total gets a series). The thresholds judge
+# p: with a 2-day horizon the default "left" risk flags almost nobody in three weeks.
 POLICY = """
 train_on_treated = false
+[spike]
+risk = "p"
+entry = 0.3
+prior_entry = 0.3
 [holdout]
 share = 0.4
 [breaker]

@@ -43,10 +43,13 @@ LEARNING = {
 
 
 # The prior gives about 0.04 after a day of silence and 0.063 after three: an entry of
-# 0.05 flags the three-day silences of a 12-day file.
+# 0.05 flags the three-day silences of a 12-day file (judging p itself: a few days of
+# traffic say little about a user's usual rate).
 POLICY = """
 [spike]
+risk = "p"
 entry = 0.05
+prior_entry = 0.05
 jump = 0.02
 rearm_below = 0.03
 [holdout]

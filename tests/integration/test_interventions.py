@@ -25,7 +25,12 @@ def test_churners_get_interventions_holdout_users_never_and_replays_add_no_ids(
     args = ["generate", "--users", "500", "--days", "45", "--seed", "31"]
     assert main([*args, "--start", "2026-01-01T00:00:00Z", "--out", str(events)]) == 0
     policy = tmp_path / "policy.toml"
-    policy.write_text(f'[holdout]\nshare = {HOLDOUT_SHARE}\nsalt = "{SALT}"\n')
+    # The thresholds judge p (the default before issue #19): with a 7-day horizon the
+    # default "left" risk flags only a handful of these users, too few for a holdout.
+    policy.write_text(
+        f'[holdout]\nshare = {HOLDOUT_SHARE}\nsalt = "{SALT}"\n'
+        '[spike]\nrisk = "p"\nentry = 0.3\nprior_entry = 0.3\n'
+    )
     worker = start_worker(policy_file=str(policy), **SETTINGS)
     env = worker.env
     with ChurnProducer(kafka_bootstrap, env["STREAM_APP_TOPIC_CLICKSTREAM"]) as prod:
