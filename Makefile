@@ -68,8 +68,8 @@ demo: $(STAMP) kafka-fetch  ## two months of traffic through a live worker that 
 	@trap '' INT; $(PY) tools/demo.py --dir $(DEMO_DIR) $(DEMO_ARGS) || { rc=$$?; \
 	    if [ $$rc -eq 130 ]; then echo "demo stopped (Ctrl-C)"; else exit $$rc; fi; }
 
-docs-img: $(STAMP)  ## the README's report figures: the demo's data and settings at 5,000 users, offline
-	$(PY) tools/demo.py --report-only --users 5000 --dir out/docs-img
+docs-img: $(STAMP)  ## the README's report figures: the demo's data and settings at 10,000 users, offline
+	$(PY) tools/demo.py --report-only --users 10000 --dir out/docs-img
 	@mkdir -p docs/img/demo
 	cp out/docs-img/report/{rolling_auc,calibration,interventions,uplift}.png docs/img/demo/
 
