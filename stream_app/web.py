@@ -47,7 +47,7 @@ def metrics_about(window: int) -> dict[str, str]:
 
 
 def risk_tier(p: float, tiers: Tiers = DEFAULT_TIERS) -> str:
-    """The tier name of a score, by the policy's thresholds (the ones its decisions use)."""
+    """The tier name of a risk, by the policy's thresholds (the ones its decisions use)."""
     return TIER_NAMES[2 if p >= tiers.high else 1 if p >= tiers.mid else 0]
 
 
@@ -123,10 +123,14 @@ def user_view(deps: Deps, state: UserState, partition: int) -> dict[str, Any]:
     vec = state.vector(at, engine.space)
     scorer = engine.scorer
     p = scorer.score(vec)
+    policy = engine.policy
+    # What the policy's thresholds judge (docs/policy.md, "Risk"); p without a policy.
+    risk = policy.risk(state, p) if policy is not None else p
     return {
         "user_id": state.user_id,
         "p": p,
-        "tier": risk_tier(p, engine.policy.config.tiers if engine.policy else DEFAULT_TIERS),
+        "risk": risk,
+        "tier": risk_tier(risk, policy.config.tiers if policy is not None else DEFAULT_TIERS),
         # The shape of the reasons on retention.decisions and .interventions (schemas/
         # outputs.py Reason): one shape wherever a reason code is shown.
         "reasons": [{"name": name, "value": round(c, 6)} for name, c in scorer.reason_codes(vec)],

@@ -70,12 +70,15 @@ def test_the_priors_reasons_no_longer_dwarf_the_models() -> None:
 
 
 def test_users_tier_follows_the_policy_files_thresholds(tmp_path: Path) -> None:
-    """/users names the tier by the thresholds the policy decides with, not fixed ones."""
+    """/users names the tier by the thresholds the policy decides with, not fixed ones, of
+    the risk the policy judges (docs/policy.md, "Risk")."""
     store: dict[str, UserState] = {}
     views = {}
-    for name, tiers in (("default", ""), ("strict", "[tiers]\nhigh = 0.02\nmid = 0.01\n")):
+    strict = "[tiers]\nhigh = 0.02\nmid = 0.01\n"
+    judge_p = '[spike]\nrisk = "p"\n'
+    for name, text in (("default", judge_p), ("strict", judge_p + strict), ("left", strict)):
         policy = tmp_path / f"{name}.toml"
-        policy.write_text(tiers)
+        policy.write_text(text)
         engine = build_engine(load_settings(policy_file=str(policy)))
         engine.process(store, engine.new_clock(), ev("u1", T0), T0)
         clock = SimpleNamespace(stream_time=T0 + 3 * 86400)
@@ -84,3 +87,8 @@ def test_users_tier_follows_the_policy_files_thresholds(tmp_path: Path) -> None:
     p = views["default"]["p"]
     assert 0.02 <= p < 0.3, p  # the prior after three days' silence: low by default
     assert views["default"]["tier"] == "low" and views["strict"]["tier"] == "high"
+    assert views["strict"]["risk"] == p
+    # Judging the chance of having left: one visit in a month makes a quiet horizon likely
+    # (about even), which explains all of p = 0.06; no risk, so tier low even when strict.
+    assert views["left"]["p"] == p and views["left"]["risk"] == 0.0
+    assert views["left"]["tier"] == "low"
