@@ -395,7 +395,9 @@ def test_the_live_learner_counts_arms_and_every_worker_chooses_with_them() -> No
     [snap] = feed(handler(Metrics()), messages)
     assert snap.bandit == {seg: {"outreach": [6, 2]}}
     metrics, engine = Metrics(), Engine(EngineConfig())
-    engine.policy = Policy(PolicyConfig.model_validate({"chooser": "bandit"}), engine.space)
+    engine.policy = Policy(
+        PolicyConfig.model_validate({"chooser": "bandit"}), engine.space, engine.config.horizon
+    )
     set_bandit_means(engine, metrics)  # at start: the prior's series
     gauge = metrics.registry.get_sample_value
     assert gauge("churn_bandit_posterior_mean", {"segment": "prior", "action": "coupon"}) == 0.5

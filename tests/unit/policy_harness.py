@@ -54,7 +54,7 @@ class Harness:
     """One policy, one partition guard, a dict of user rows; times in days after T0."""
 
     def __init__(self, cfg: PolicyConfig | None = None, partitions: int = 1) -> None:
-        self.policy = Policy(cfg or config(), SPACE)
+        self.policy = Policy(cfg or config(), SPACE, 30 * DAY)
         self.guard: PartitionGuard = self.policy.new_guard(partitions)
         self.scorer = ColdStartPrior(SPACE.names)
         self.users: dict[str, UserState] = {}

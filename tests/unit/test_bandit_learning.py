@@ -33,7 +33,7 @@ class Risky(ColdStartPrior):
 
 def bandit_engine() -> Engine:
     engine = Engine(CFG)
-    engine.policy = Policy(config(chooser="bandit"), engine.space)
+    engine.policy = Policy(config(chooser="bandit"), engine.space, engine.config.horizon)
     engine.use_scorer(Risky(engine.space.names))
     return engine
 
@@ -162,7 +162,7 @@ def test_adopting_a_snapshot_changes_the_draws_and_only_a_snapshot_does() -> Non
 
 
 def test_the_posterior_means_are_the_prior_for_unseen_segments() -> None:
-    policy = Policy(config(chooser="bandit"), Engine(CFG).space)
+    policy = Policy(config(chooser="bandit"), Engine(CFG).space, CFG.horizon)
     assert policy.bandit_means() == [("prior", a, 0.5) for a in ACTIONS]
     policy.use_posterior(Posterior({SEG: {"outreach": [6, 0]}}))
     assert policy.bandit_means()[-1] == (SEG, "outreach", (4 * 0.5 + 6) / (4 + 6))

@@ -14,6 +14,7 @@ from schemas.events import EVENT_ADAPTER
 from schemas.outputs import Decision
 from stream_app.core.features import UserState, event_hash
 from stream_app.core.policy import Policy, PolicyConfig, decision_message, load_policy
+from stream_app.core.policy.state import SCALE_KEY, UserPolicy
 from stream_app.errors import ConfigError
 from tests.unit.policy_harness import DAY, SPACE, T0, Harness, config
 
@@ -61,10 +62,14 @@ def test_the_session_rate_is_the_users_recent_sessions_a_day() -> None:
     for every in (1.0, 3.0, 10.0):
         rate = SPACE.session_rate(visits("u", every, 200))
         assert rate == pytest.approx(1 / every, rel=0.2)
-    # As of the last event: silence afterwards does not lower it.
-    state = visits("u", 3.0, 90)
-    assert SPACE.session_rate(state) == SPACE.session_rate(state)  # (pure)
     assert SPACE.session_rate(SPACE.new_state("nobody")) == 0.0
+
+
+def test_a_short_history_reads_as_a_lighter_user() -> None:
+    """The decayed count is not divided by the time the user has been around: nine days of
+    a visit every three days read as 0.08 a day, not 0.33 (docs/policy.md, "Risk": the
+    corrected estimate was measured and flagged worse, docs/model.md)."""
+    assert SPACE.session_rate(visits("new", 3.0, 9)) == pytest.approx(0.084, abs=0.005)
 
 
 def test_left_discounts_the_quiet_a_loyal_user_of_that_rate_would_have() -> None:
@@ -145,3 +150,48 @@ def test_rearm_below_must_stay_under_both_entries(tmp_path: Path) -> None:
     path.write_text("[spike]\nprior_entry = 0.15\nrearm_below = 0.2\n")
     with pytest.raises(ConfigError, match="spike.rearm_below: must be <= spike.entry and"):
         load_policy(path)
+
+
+def test_a_nan_score_passes_through_either_way() -> None:
+    state = visits("u", 3.0, 60)
+    for risk in ("left", "p"):
+        policy = Policy(PolicyConfig.model_validate({"spike": {"risk": risk}}), SPACE, H)
+        assert math.isnan(policy.risk(state, math.nan))
+
+
+def rows_scale(h: Harness, user: str) -> str:
+    return "left" if SCALE_KEY in h.users[user].extra else "p"
+
+
+def test_a_row_written_on_the_other_scale_restarts_its_baseline_without_a_flag() -> None:
+    """An upgrade (rows written when p was judged) or a change of spike.risk: the saved
+    baseline is on the other scale, so neither a fall nor a rise across scales counts."""
+    judge_p = config(spike={"risk": "p", "entry": 0.3, "prior_entry": 0.3})
+    left = config(spike={"risk": "left", "entry": 0.3, "prior_entry": 0.3})
+    h = Harness(judge_p)
+    h.users["light"] = visits("light", 20.0, 100)
+    h.score("light", 100, 0.05)
+    assert rows_scale(h, "light") == "p"
+    # Back to the p scale after the left one: a light user's p of 0.45 is far above their
+    # low left-scale baseline, a "jump" that only the change of scale made.
+    h.policy = Policy(left, SPACE, H)
+    assert h.score("light", 101, 0.3) is None
+    assert rows_scale(h, "light") == "left"
+    baseline = UserPolicy.load(h.users["light"].extra).baseline
+    assert baseline == pytest.approx(h.policy.risk(h.users["light"], 0.3))
+    h.policy = Policy(judge_p, SPACE, H)
+    assert h.score("light", 102, 0.45) is None  # restarted from 0.45, not a jump
+    assert rows_scale(h, "light") == "p"
+    assert UserPolicy.load(h.users["light"].extra).baseline == 0.45
+    # On one scale, rises count again.
+    assert h.score("light", 103, 0.45 + 0.2) is not None
+
+
+def test_the_first_score_on_a_scale_is_not_a_spike_even_into_a_higher_tier() -> None:
+    h = Harness(config(spike={"risk": "p", "entry": 0.3, "prior_entry": 0.3}))
+    h.users["u"] = visits("u", 2.0, 100)
+    h.score("u", 100, 0.02)
+    h.policy = Policy(config(spike={"risk": "left", "entry": 0.3, "prior_entry": 0.3}), SPACE, H)
+    assert h.score("u", 101, 0.7) is None  # tier high, but its previous tier was p's
+    assert h.score("u", 102, 0.8) is None  # a rise of 0.1 over 0.7 in the same tier
+    assert h.score("u", 103, 0.9) is not None  # 0.2 over the restarted baseline: a spike

@@ -46,7 +46,11 @@ def replay(path: Path) -> list[Example]:
     lcfg = settings.as_learner_config()
     learner = Learner(model, lcfg.snapshot_every, lcfg.rolling_window, example_dedup=0)
     # A large holdout for statistical power in a small file (production default: 10%).
-    policy = Policy(PolicyConfig.model_validate({"holdout": {"share": 0.5}}), engine.space)
+    policy = Policy(
+        PolicyConfig.model_validate({"holdout": {"share": 0.5}}),
+        engine.space,
+        engine.config.horizon,
+    )
     guard = policy.new_guard()
     sim = TreatmentSimulator()
     store: dict[str, UserState] = {}

@@ -46,7 +46,7 @@ class Spike(_Section):
         0.26, description="The same while the cold-start prior scores (recency alone)."
     )
     jump: Probability = Field(0.15, description="Rise over the user's own baseline.")
-    baseline_half_life: PositiveSeconds = Field(7 * DAY, description="EWMA of past scores.")
+    baseline_half_life: PositiveSeconds = Field(7 * DAY, description="EWMA of past risks.")
     tier_increase: bool = Field(True, description="A rise to a higher tier also counts.")
     rearm_below: Probability = Field(0.2, description="Hysteresis: re-arm below this risk.")
 

@@ -14,7 +14,7 @@ from stream_app.core.policy.chooser import Chooser, Posterior, RulesChooser, Tho
 from stream_app.core.policy.config import ACTIONS, PolicyConfig
 from stream_app.core.policy.ids import decision_id, in_holdout, intervention_id
 from stream_app.core.policy.segments import segment_of
-from stream_app.core.policy.state import PartitionGuard, UserPolicy
+from stream_app.core.policy.state import SCALE_KEY, PartitionGuard, UserPolicy
 
 Outcome = Literal["treatment", "holdout", "suppressed"]
 Suppression = Literal["breaker_open", "cooldown", "user_cap", "budget"]
@@ -84,9 +84,7 @@ class Policy:
     (only the send differs), so the holdout stays a random sample of the flagged.
     """
 
-    def __init__(
-        self, config: PolicyConfig, space: FeatureSpace, horizon: float = 30 * DAY
-    ) -> None:
+    def __init__(self, config: PolicyConfig, space: FeatureSpace, horizon: float) -> None:
         self.config = config
         self.version = config.version
         self._view = ViewBuilder(space)
@@ -134,7 +132,7 @@ class Policy:
         r has none with chance ``quiet = exp(-r * horizon)``; the chance the user has left
         is then ``(p - quiet) / (1 - quiet)``. It discounts the light user whose silence is
         ordinary for them (docs/policy.md, *Risk*); a user with no recent session has 0."""
-        if self.config.spike.risk == "p":
+        if self.config.spike.risk == "p" or not math.isfinite(p):
             return p
         quiet = math.exp(-self._space.session_rate(state) * self._horizon_days)
         if quiet >= 1.0:
@@ -164,6 +162,14 @@ class Policy:
         mine = UserPolicy.load(state.extra)
         p, at = self.risk(state, score.p), score.ts
         tier = self.tier(p)
+        left = s.risk == "left"
+        if left != (SCALE_KEY in state.extra):
+            if mine.baseline is not None:
+                mine.restart_on(p, tier, at)  # no rise across scales: not a spike
+            if left:
+                state.extra[SCALE_KEY] = 1
+            else:
+                del state.extra[SCALE_KEY]
         baseline, prev_p, prev_tier = mine.baseline, mine.prev_p, mine.prev_tier
         jumped = baseline is not None and p - baseline >= s.jump
         entry = s.entry if scorer.ready else s.prior_entry

@@ -10,13 +10,17 @@ from typing import Any
 from stream_app.core.features import half_life_label
 
 KEY = "pol"  # the policy's slot in UserState.extra
+# Present (1) when the row's baseline and previous score are on the "left" scale
+# (spike.risk = "left"); absent: p itself (every row written before the setting existed).
+SCALE_KEY = "polr"
 
 
 class UserPolicy:
     """One user's policy state, kept as a short JSON list in ``UserState.extra["pol"]`` so
     it moves with the users table (changelog) and survives restarts.
 
-    ``baseline``: event-time EWMA of the user's past scores (None before the first score);
+    ``baseline``: event-time EWMA of the user's past risks, on the scale the policy judges
+    (``spike.risk``; None before the first score);
     ``armed``: False from a flag until the risk falls below ``spike.rearm_below``;
     ``sent``: event times of the last interventions (at most ``user_cap``), holdout
     included; ``counted_at``/``counted_flagged``: the breaker counts a user once per
@@ -92,6 +96,14 @@ class UserPolicy:
             self.baseline += w * (p - self.baseline)
             self.baseline_ts = at
         self.prev_p, self.prev_tier = p, tier
+
+    def restart_on(self, risk: float, tier: int, at: float) -> None:
+        """Start the baseline and previous score again from this one: the row was written
+        on the other scale (``spike.risk`` changed, or the first score after an upgrade),
+        and comparing across scales would hide or fake a rise. Flags, limits and the
+        breaker's counts are kept."""
+        self.baseline, self.baseline_ts = risk, at
+        self.prev_p, self.prev_tier = risk, tier
 
     def sent_within(self, at: float, window: float) -> int:
         return sum(1 for t in self.sent if at - t < window)
