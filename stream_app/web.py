@@ -48,7 +48,7 @@ def metrics_about(window: int) -> dict[str, str]:
 
 def risk_tier(p: float, tiers: Tiers = DEFAULT_TIERS) -> str:
     """The tier name of a risk, by the policy's thresholds (the ones its decisions use)."""
-    return TIER_NAMES[2 if p >= tiers.high else 1 if p >= tiers.mid else 0]
+    return TIER_NAMES[tiers.of(p)]
 
 
 def is_loopback(host: str) -> bool:

@@ -502,9 +502,7 @@ def summary_lines(run: Run, f: Findings) -> list[str]:
             (
                 rel(run.out / f"user-{uid}.json"),
                 f"/users/{uid}: flagged {iv['ts'][:10]} ({iv['action']}, p {iv['p']:.2f}), "
-                f"now p {now['p']:.2f}"
-                + (f", risk {now['risk']:.2f}" if now.get("risk") is not None else "")
-                + f" ({now['tier']})",
+                f"now p {now['p']:.2f}, risk {now['risk']:.2f} ({now['tier']})",
             )
         )
     pngs = sorted(p.stem for p in (run.out / "report").glob("*.png"))

@@ -31,6 +31,10 @@ class Tiers(_Section):
     mid: Probability = 0.3
     high: Probability = 0.6
 
+    def of(self, risk: float) -> int:
+        """0, 1 or 2: the tier (low, mid, high) of ``risk``."""
+        return 2 if risk >= self.high else 1 if risk >= self.mid else 0
+
 
 class Spike(_Section):
     risk: Literal["left", "p"] = Field(

@@ -11,7 +11,7 @@ from stream_app.core.features import FeatureSpace, UserState
 from stream_app.core.model import Scorer
 from stream_app.core.policy.actions import Action, ViewBuilder, categories_for, choose_action
 from stream_app.core.policy.chooser import Chooser, Posterior, RulesChooser, ThompsonChooser
-from stream_app.core.policy.config import ACTIONS, PolicyConfig
+from stream_app.core.policy.config import ACTIONS, DAY, PolicyConfig
 from stream_app.core.policy.ids import decision_id, in_holdout, intervention_id
 from stream_app.core.policy.segments import segment_of
 from stream_app.core.policy.state import SCALE_KEY, PartitionGuard, UserPolicy
@@ -21,7 +21,6 @@ Suppression = Literal["breaker_open", "cooldown", "user_cap", "budget"]
 Group = Literal["none", "treatment", "holdout"]
 Trigger = Literal["event", "silence"]
 TIERS: tuple[str, str, str] = ("low", "mid", "high")
-DAY = 86400.0
 
 
 class ScoreLike(Protocol):
@@ -140,8 +139,7 @@ class Policy:
         return min(1.0, max(0.0, (p - quiet) / (1.0 - quiet)))
 
     def tier(self, p: float) -> int:
-        t = self.config.tiers
-        return 2 if p >= t.high else 1 if p >= t.mid else 0
+        return self.config.tiers.of(p)
 
     def in_holdout(self, user_id: str) -> bool:
         return in_holdout(user_id, self.config.holdout.share, self.config.holdout.salt)
